@@ -1,0 +1,367 @@
+"""SalmaModel: Sa2VA (InternVL + SAM-2) with SALMA's pre-pass prior, Mask-Biased Attention and losses.
+
+Data flow (DESIGN.md, paper Fig. 2 and Alg. 1), one image and one expression:
+    image -> SAM-2 image encoder -> F_v (+ high-res features)
+    image + expression -> InternVL -> last-layer hidden states
+        -> hidden at the input ``[SEG]`` -> text_hidden_fcs -> language embedding e  (B, C)
+        -> hiddens of the expression tokens -> text_hidden_fcs -> text tokens F_t     (B, N, C)
+    F_v -> pre-pass (dummy prompt, no language, detached) -> prior logits M            (paper Sec. 3.2)
+    F_v, F_t, M -> MBA -> F_v'                                                          (paper Eq. 1-2)
+    F_v' + e -> SAM-2 mask decoder -> mask logits -> losses (train) / mask (predict)   (paper Sec. 3.3-3.4)
+
+``forward`` (training) and ``predict`` (inference) share ``segment``: both run the pre-pass and MBA, which
+the released SALMA code's inference path does not (REFERENCE 3.5.1). With ``cfg.mba.enabled=False`` the
+model is the Sa2VA baseline (no pre-pass, no MBA).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from salma.config import SalmaConfig, validate
+from salma.losses import boundary_loss, segmentation_loss, tmc_loss
+from salma.mba import MaskBiasedAttention, MBAOutput
+from salma.mllm import (
+    ANSWER,
+    SEG_TOKEN,
+    PromptBuilder,
+    apply_lora,
+    build_internvl,
+    build_synthetic_tokenizer,
+    freeze_vision,
+    pad_prompts,
+    preprocess_tiles,
+    text_hidden_fcs,
+    tiles_for_image,
+)
+from salma.sam2_ext import LanguageSAM2, SAM2Features, build_sam2_model, preprocess_images, structural_prior
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "salma_config.json"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class Batch:
+    """A model batch of B expressions over I images (I <= B: several expressions may share an image).
+
+    sam_images: (I, 3, S, S) SAM-2 input; image_index: (B,) which image each expression reads;
+    pixel_values: (T, 3, s, s) InternViT tiles of all expressions in order; input_ids, attention_mask,
+    labels: (B, L); seg_positions: (B,); expression_index / expression_valid: (B, N);
+    gt_masks: (B, 1, S, S) float {0, 1} at SAM-2's input size, or None at inference;
+    sizes: original (H, W) of each expression's image.
+    """
+
+    sam_images: torch.Tensor
+    image_index: torch.Tensor
+    pixel_values: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    seg_positions: torch.Tensor
+    expression_index: torch.Tensor
+    expression_valid: torch.Tensor
+    gt_masks: torch.Tensor | None = None
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return Batch(**moved)
+
+
+@dataclass
+class SegmentOutput:
+    """mask_logits: (B, 1, 4h, 4w) low-res logits of the language-conditioned pass; prior: (B, 1, 4h, 4w)
+    or None (baseline); mba: MBA's intermediate tensors or None; language: (B, C) the ``[SEG]`` embedding."""
+
+    mask_logits: torch.Tensor
+    prior: torch.Tensor | None
+    mba: MBAOutput | None
+    language: torch.Tensor
+
+
+@dataclass
+class ModelOutput:
+    """loss: scalar total; parts: each component (detached copies are safe to log); segment: see above."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    segment: SegmentOutput
+
+
+@dataclass
+class Prediction:
+    """mask: bool (H, W) at the image's original size; logits: (H, W) float; text: the answer;
+    prior: (h, w) pre-pass logits or None; attention: (heads, h*w, K) MBA weights when asked for."""
+
+    mask: np.ndarray
+    logits: np.ndarray
+    text: str
+    prior: np.ndarray | None = None
+    gate: np.ndarray | None = None
+    attention: np.ndarray | None = None
+
+
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate an RGB uint8 image (H, W, 3); raise ValueError naming what is wrong."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name} must be an RGB array (H, W, 3); got shape {image.shape}. "
+                         "Convert grayscale with np.stack([g]*3, -1) and drop alpha channels.")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 in [0, 255]; got dtype {image.dtype}")
+    if min(image.shape[:2]) < 2:
+        raise ValueError(f"{name} is too small: {image.shape[:2]}")
+    return image
+
+
+class SalmaModel(nn.Module):
+    """Sa2VA + SALMA on the real ``sam2`` SAM-2 and transformers InternVL (see module docstring)."""
+
+    def __init__(self, cfg: SalmaConfig, tokenizer=None):
+        super().__init__()
+        self.cfg = validate(cfg)
+        if tokenizer is None and cfg.mllm.local_path is None:
+            from salma.data.synref import vocabulary
+
+            tokenizer = build_synthetic_tokenizer(vocabulary())
+        self.mllm, self.tokenizer = build_internvl(cfg.mllm, tokenizer)
+        if cfg.mllm.lora:
+            apply_lora(self.mllm, cfg.mllm)
+        if cfg.mllm.freeze_vision:
+            freeze_vision(self.mllm)
+        self.sam = LanguageSAM2(build_sam2_model(cfg.sam2))
+        if cfg.sam2.freeze_encoder:
+            self.sam.freeze_image_encoder()
+        hidden = self.mllm.config.text_config.hidden_size
+        self.text_hidden_fcs = text_hidden_fcs(hidden, cfg.sam2.prompt_dim)
+        self.mba = MaskBiasedAttention(cfg.mba, cfg.sam2.prompt_dim) if cfg.mba.enabled else None
+        self.prompts = PromptBuilder(self.tokenizer, cfg.mllm.image_tokens)
+        self.train(False)
+
+    # ------------------------------------------------------------------ batching
+    def make_batch(self, images: list[np.ndarray], expressions: list[str], masks: list[np.ndarray] | None = None,
+                   image_index: list[int] | None = None, answer: str = ANSWER) -> Batch:
+        """Collate uint8 images (H, W, 3), expressions and optional bool GT masks (H, W) into a ``Batch``.
+
+        ``image_index[b]`` says which of ``images`` expression b refers to (default: one image each).
+        """
+        if image_index is None:
+            image_index = list(range(len(expressions)))
+        if len(image_index) != len(expressions):
+            raise ValueError(f"{len(expressions)} expressions but {len(image_index)} image indices")
+        images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+        s = self.cfg.sam2.image_size
+        sam_images = torch.cat([preprocess_images(im, s) for im in images])
+        tiles, prompts = [], []
+        for b, (idx, expr) in enumerate(zip(image_index, expressions)):
+            t = tiles_for_image(images[idx], self.cfg.mllm)
+            tiles.append(preprocess_tiles(t, self.cfg.mllm.vision_image_size))
+            prompts.append(self.prompts.build(expr, n_tiles=len(t), answer=answer))
+        ids = pad_prompts(prompts, self.tokenizer.pad_token_id)
+        gt = None
+        if masks is not None:
+            if len(masks) != len(expressions):
+                raise ValueError(f"{len(expressions)} expressions but {len(masks)} masks")
+            gt_list = []
+            for b, m in enumerate(masks):
+                m = np.asarray(m)
+                h, w = images[image_index[b]].shape[:2]
+                if m.shape != (h, w):
+                    raise ValueError(f"masks[{b}] has shape {m.shape} but its image is {(h, w)}")
+                gt_list.append(torch.as_tensor(m.astype(np.float32))[None, None])
+            gt = torch.cat([F.interpolate(g, size=(s, s), mode="nearest") for g in gt_list])
+        return Batch(
+            sam_images=sam_images, image_index=torch.tensor(image_index, dtype=torch.long),
+            pixel_values=torch.cat(tiles), gt_masks=gt,
+            sizes=[images[i].shape[:2] for i in image_index], **ids,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def language(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run InternVL. Returns (e (B, C), F_t (B, N, C), text_mask (B, N), lm_loss or None).
+
+        e is read where the *input* token is ``[SEG]`` (Sa2VA); F_t from the expression's tokens, or e alone
+        when ``cfg.mba.text_source == "seg_only"`` (the released code's N = 1 input, REFERENCE 3.5.2).
+        """
+        seg_id = self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)
+        if not bool((batch.input_ids[rows, batch.seg_positions] == seg_id).all()):
+            raise ValueError(f"seg_positions do not point at {SEG_TOKEN} tokens in input_ids")
+        want_lm = self.cfg.loss.lm_weight > 0 and self.training
+        out = self.mllm(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values.to(self.mllm.dtype),
+            labels=batch.labels if want_lm else None, output_hidden_states=True,
+        )
+        hidden = out.hidden_states[-1]
+        language = self.text_hidden_fcs(hidden[rows, batch.seg_positions])
+        if self.cfg.mba.text_source == "seg_only":
+            text, valid = language[:, None], torch.ones_like(batch.seg_positions, dtype=torch.bool)[:, None]
+        else:
+            gathered = hidden.gather(1, batch.expression_index[..., None].expand(-1, -1, hidden.shape[-1]))
+            text, valid = self.text_hidden_fcs(gathered), batch.expression_valid
+        return language, text, valid, (out.loss if want_lm else None)
+
+    def segment(self, feats: SAM2Features, language: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                gamma_scale: float = 1.0, prior: torch.Tensor | None = None,
+                return_attention: bool = False) -> SegmentOutput:
+        """The shared segmentation path of training and inference.
+
+        feats: per-expression features (B rows); language: (B, C); text: (B, N, C); text_mask: (B, N).
+        ``prior`` may be passed in when it was computed once per image and reused (evaluation).
+        """
+        image_embed, mba_out = feats.image_embed, None
+        if self.mba is not None:
+            if prior is None:
+                prior = structural_prior(self.sam, feats.image_embed, feats.high_res, self.cfg.sam2.multimask_prior)
+            mba_out = self.mba(feats.image_embed, text, prior, text_mask=text_mask, warmup_scale=gamma_scale,
+                               return_attention=return_attention)
+            image_embed = mba_out.features
+        dec = self.sam.decode(image_embed, feats.high_res, language=language[:, None])
+        return SegmentOutput(dec.low_res_logits, prior, mba_out, language)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: Batch, gamma_scale: float = 1.0, aux_scale: float = 1.0) -> ModelOutput:
+        """Training forward: all losses of paper Sec. 3.3-3.4 for a batch with ``gt_masks``.
+
+        gamma_scale / aux_scale: the linear warm-up factors of gamma and of the auxiliary losses.
+        """
+        if batch.gt_masks is None:
+            raise ValueError("forward() needs gt_masks; use predict() for inference")
+        feats = self.sam.encode_image(batch.sam_images).select(batch.image_index)
+        language, text, text_mask, lm_loss = self.language(batch)
+        seg = self.segment(feats, language, text, text_mask, gamma_scale=gamma_scale)
+        size = batch.gt_masks.shape[-2:]
+        logits = F.interpolate(seg.mask_logits, size=size, mode="bilinear", align_corners=False)
+        lc = self.cfg.loss
+        parts = dict(segmentation_loss(logits, batch.gt_masks, lc.bce_weight, lc.dice_weight))
+        total = parts["seg"]
+        if lm_loss is not None:
+            parts["lm"] = lm_loss
+            total = total + lc.lm_weight * lm_loss
+        if lc.tmc_weight > 0:
+            # TMC pools the *pre-MBA* features over the GT mask (resized to the feature map inside tmc_loss).
+            parts["tmc"] = tmc_loss(feats.image_embed, language, batch.gt_masks, lc.tmc_temperature)
+            total = total + aux_scale * lc.tmc_weight * parts["tmc"]
+        if lc.boundary_weight > 0:
+            parts["boundary"] = boundary_loss(logits, batch.gt_masks)
+            total = total + aux_scale * lc.boundary_weight * parts["boundary"]
+        parts["total"] = total
+        return ModelOutput(total, parts, seg)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, expression: str, answer: str = ANSWER,
+                return_attention: bool = False) -> Prediction:
+        """image (H, W, 3) uint8 + expression -> ``Prediction`` (mask = sigmoid(logits) > 0.5 after bilinear
+        upsampling to (H, W), as Sa2VA). The answer is teacher-forced (default "sure , [SEG] .")."""
+        return self.predict_image(image, [expression], answer=answer, return_attention=return_attention)[0]
+
+    @torch.no_grad()
+    def predict_image(self, image: np.ndarray, expressions: list[str], answer: str = ANSWER,
+                      return_attention: bool = False) -> list[Prediction]:
+        """Several expressions on one image: one SAM-2 encoder pass and one pre-pass prior for all of them."""
+        was_training = self.training
+        self.eval()
+        try:
+            batch = self.make_batch([image], expressions, image_index=[0] * len(expressions), answer=answer)
+            batch = batch.to(self.device)
+            base = self.sam.encode_image(batch.sam_images)
+            prior = None
+            if self.mba is not None:
+                prior = structural_prior(self.sam, base.image_embed, base.high_res, self.cfg.sam2.multimask_prior)
+                prior = prior[batch.image_index]
+            language, text, text_mask, _ = self.language(batch)
+            seg = self.segment(base.select(batch.image_index), language, text, text_mask, prior=prior,
+                               return_attention=return_attention)
+        finally:
+            self.train(was_training)
+        h, w = image.shape[:2]
+        logits = F.interpolate(seg.mask_logits, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        preds = []
+        for b in range(len(expressions)):
+            mba = seg.mba
+            preds.append(Prediction(
+                mask=(logits[b].sigmoid() > 0.5).cpu().numpy(), logits=logits[b].float().cpu().numpy(),
+                text=answer,
+                prior=None if seg.prior is None else seg.prior[b, 0].cpu().numpy(),
+                gate=None if mba is None else mba.gate[b, 0].cpu().numpy(),
+                attention=None if mba is None or mba.attention is None else mba.attention[b].float().cpu().numpy(),
+            ))
+        return preds
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write ``salma_config.json``, ``model.safetensors`` (atomically) and the tokenizer to ``directory``."""
+        from salma.checkpoint import save_state_dict
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
+        save_state_dict(self.state_dict(), directory / WEIGHTS_FILE, dtype=dtype,
+                        metadata={"config_hash": self.cfg.hash(), "model_shape": json.dumps(self.cfg.model_dict())})
+        _atomic_write_text(directory / CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, cfg: SalmaConfig | None = None) -> "SalmaModel":
+        """Load a directory written by ``save_pretrained`` (local only). ``cfg`` may change the non-shape
+        parts (MBA mode, losses, recipe); a config whose weight shapes differ raises ValueError."""
+        from transformers import AutoTokenizer
+
+        from salma.checkpoint import load_state_dict
+
+        directory = Path(directory)
+        cfg_path = directory / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} is missing: {directory} is not a SalmaModel checkpoint directory "
+                                    "(written by SalmaModel.save_pretrained or `python -m salma train`)")
+        try:
+            saved = SalmaConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{cfg_path} is not a valid SALMA config ({exc}); re-create the checkpoint") from exc
+        cfg = cfg or saved
+        if cfg.model_dict() != saved.model_dict():
+            raise ValueError(f"the checkpoint in {directory} was made with a different model config "
+                             f"({saved.name}, {saved.hash()}) than the one requested ({cfg.name}, {cfg.hash()})")
+        tok_dir = directory / TOKENIZER_DIR
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True) if tok_dir.is_dir() else None
+        model = cls(cfg, tokenizer=tokenizer)
+        state = load_state_dict(directory / WEIGHTS_FILE)
+        model.load_matching(state, source=directory / WEIGHTS_FILE)
+        return model
+
+    def load_matching(self, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict") -> None:
+        """Load weights; MBA weights may be absent (fine-tuning SALMA from a Sa2VA baseline foundation),
+        every other missing or unexpected key, or a shape mismatch, raises ValueError naming the keys."""
+        own = self.state_dict()
+        bad_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if bad_shape:
+            raise ValueError(f"{source}: shapes differ for {bad_shape[:5]} ... (a checkpoint from another config?)")
+        result = self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own}, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("mba.")]
+        unexpected = [k for k in state if k not in own and not k.startswith("mba.")]
+        if missing or unexpected:
+            raise ValueError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]} "
+                             "(a checkpoint from another config?)")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
