@@ -1,0 +1,22 @@
+"""Shared test set-up. Kept minimal so that every module's test file stays independent.
+
+matplotlib must never open a window or pick an interactive backend in tests; the package itself never
+chooses a backend (DESIGN.md "Conventions"), so the tests choose it from outside, before any import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "agg")
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's top-level folder (holds pyproject.toml, salma/, notebooks/)."""
+    return REPO_ROOT
