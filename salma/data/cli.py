@@ -1,0 +1,113 @@
+"""``python -m salma data ...``: generate, verify and score trivial baselines on datasets.
+
+DESIGN.md ("data verify" of the command line; data_manifests/). Subcommands::
+
+    python -m salma data generate synref <root> [--seed 0 --scene-size 64 --train N --val N
+                                                 --testA N --testB N --write-manifest PATH]
+    python -m salma data verify synref <root> [--manifest data_manifests/synref.yaml]
+    python -m salma data trivial {synref,refcoco,refcoco+,refcocog} <root> --split val
+                                 [--split-by unc --image-root DIR --limit N]
+    python -m salma data manifest synref <root> [--out data_manifests/synref.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from salma.data.synref import DEFAULT_N_IMAGES, SPLITS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``data`` subcommands to ``parser``."""
+    sub = parser.add_subparsers(dest="data_command", required=True)
+
+    g = sub.add_parser("generate", help="generate a synthetic dataset (SynRef) in the refer format")
+    g.add_argument("dataset", choices=["synref"])
+    g.add_argument("root", type=Path, help="output folder (images/ and synref/ are written inside)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--scene-size", type=int, default=64)
+    for split in SPLITS:
+        g.add_argument(f"--{split}", type=int, default=DEFAULT_N_IMAGES[split], metavar="N",
+                       help=f"images in {split} (default {DEFAULT_N_IMAGES[split]})")
+    g.add_argument("--write-manifest", type=Path, default=None, metavar="PATH",
+                   help="also write the manifest of the generated data to PATH")
+    g.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    g.add_argument("--no-progress", action="store_true")
+
+    v = sub.add_parser("verify", help="check a dataset against its manifest (exit 1 on problems)")
+    v.add_argument("dataset", choices=["synref"])
+    v.add_argument("root", type=Path)
+    v.add_argument("--manifest", type=Path, default=None, help="default: data_manifests/<dataset>.yaml")
+
+    m = sub.add_parser("manifest", help="write the manifest of a dataset on disk")
+    m.add_argument("dataset", choices=["synref"])
+    m.add_argument("root", type=Path)
+    m.add_argument("--out", type=Path, default=None, help="default: data_manifests/<dataset>.yaml")
+
+    t = sub.add_parser("trivial", help="cIoU/gIoU of trivial predictors (largest object, whole image)")
+    t.add_argument("dataset", choices=["synref", "refcoco", "refcoco+", "refcocog"])
+    t.add_argument("root", type=Path, help="data root holding <dataset>/instances.json")
+    t.add_argument("--split", default="val")
+    t.add_argument("--split-by", default=None)
+    t.add_argument("--image-root", type=Path, default=None)
+    t.add_argument("--limit", type=int, default=None)
+    t.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a ``data`` subcommand; returns the exit status (2 on a user error, printed without traceback)."""
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from salma.data import manifest as mf
+
+    if args.data_command == "generate":
+        from salma.data.synref import generate_synref
+
+        t0 = time.time()
+        counts = {s: getattr(args, s) for s in SPLITS}
+        generate_synref(args.root, seed=args.seed, scene_size=args.scene_size, n_images=counts,
+                        progress=not args.no_progress, workers=args.workers)
+        print(f"SynRef written to {args.root} ({sum(counts.values())} images, {time.time() - t0:.1f} s)")
+        if args.write_manifest is not None:
+            mf.write_manifest(args.root, args.write_manifest, args.dataset)
+            print(f"manifest written to {args.write_manifest}")
+        return 0
+    if args.data_command == "verify":
+        path = args.manifest or mf.default_manifest_path(args.dataset)
+        problems = mf.verify(args.root, path, args.dataset)
+        if problems:
+            for p in problems:
+                print(f"PROBLEM: {p}")
+            print(f"{len(problems)} problem(s): {args.root} does not match {path}")
+            return 1
+        print(f"OK: {args.root} matches {path}")
+        return 0
+    if args.data_command == "manifest":
+        out = args.out or mf.default_manifest_path(args.dataset)
+        mf.write_manifest(args.root, out, args.dataset)
+        print(f"manifest written to {out}")
+        return 0
+    if args.data_command == "trivial":
+        from salma.data.refer import ReferDataset
+        from salma.data.trivial import evaluate_trivial
+        from salma.metrics import rows_to_markdown
+
+        ds = ReferDataset(args.root, args.dataset, args.split_by, args.split, args.image_root)
+        results = evaluate_trivial(ds, limit=args.limit, progress=not args.no_progress)
+        print(f"Trivial predictors on {ds.dataset} ({ds.split_by}) {ds.split}; cIoU = sum I / sum U, "
+              "gIoU = mean IoU, area bins cumulative (GT area / image area)\n")
+        for name, rows in results.items():
+            print(rows_to_markdown(rows, title=name))
+            print()
+        return 0
+    print(f"unknown data command {args.data_command!r}", file=sys.stderr)
+    return 2

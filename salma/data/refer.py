@@ -1,0 +1,313 @@
+"""Refer-format loader for RefCOCO / RefCOCO+ / RefCOCOg and SynRef (REFERENCE.md section 5).
+
+The refer format (Yu et al., the ``refer`` API used by LISA, Sa2VA and SALMA):
+
+    <data_root>/<dataset>/instances.json     COCO instances: images, annotations (segmentation), categories
+    <data_root>/<dataset>/refs(<splitBy>).p  pickle list of refs: ref_id, ann_id, image_id, split,
+                                             sentences [{sent, tokens, sent_id, raw}], ...
+    <image_root>/<file_name>                 images (default <data_root>/images, where SynRef writes them;
+                                             for real COCO pass e.g. .../images/mscoco/images/train2014)
+
+Conventions: "refcoco" and "refcoco+" use splitBy "unc" (splits train, val, testA, testB); "refcocog"
+uses "umd" (train, val, test) or "google" (train, val); "synref" uses "unc" (train, val, testA, testB).
+One sample per sentence (expression), as the paper's evaluation counts expressions (RefCOCOg umd val:
+4896).
+
+Segmentations: polygons (a list of lists of floats; what real RefCOCO stores) or a list of RLEs
+(compressed ``counts`` str/bytes or uncompressed list counts) are the forms the original refer API's
+``getMask`` reads. A bare RLE dict is also accepted here (pycocotools reads it; the original refer API
+does not, so files meant for other tools should not use it).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image
+
+# dataset -> {splitBy: accepted split names}; the first splitBy is the default.
+DATASETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "refcoco": {"unc": ("train", "val", "testA", "testB")},
+    "refcoco+": {"unc": ("train", "val", "testA", "testB")},
+    "refcocog": {"umd": ("train", "val", "test"), "google": ("train", "val")},
+    "synref": {"unc": ("train", "val", "testA", "testB")},
+}
+
+
+@dataclass(frozen=True)
+class ReferSample:
+    """One referring expression (one sentence of one ref).
+
+    ``area_ratio`` is the target annotation's area / image area (SynRef stores the exact mask area;
+    for real data the COCO ``area`` field is used). ``kind`` is SynRef's expression kind
+    (attribute / distractor / relation) or "plain" for real data.
+    """
+
+    ref_id: int
+    ann_id: int
+    image_id: int
+    sent_id: int
+    expression: str
+    file_name: str
+    kind: str = "plain"
+    area_ratio: float = float("nan")
+    distractor_ann_ids: tuple[int, ...] = ()
+    split: str = ""
+    category_id: int = 0
+    height: int = 0
+    width: int = 0
+
+
+def _how_to_get(dataset: str) -> str:
+    if dataset == "synref":
+        return "generate it with `python -m salma data generate synref <data_root>`"
+    return (
+        f"download {dataset}.zip of the refer API (github.com/lichengunc/refer, data/README) and unzip it "
+        f"into <data_root> so that <data_root>/{dataset}/instances.json exists"
+    )
+
+
+def load_refs_pickle(path: Path) -> list[dict]:
+    """Read a refs(<splitBy>).p pickle (list of ref dicts); errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            try:
+                refs = pickle.load(f)
+            except UnicodeDecodeError:
+                # The original refs files are Python-2 pickles; non-ASCII str needs latin1 decoding.
+                f.seek(0)
+                refs = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError) as exc:
+        raise ValueError(f"corrupt refs pickle {path}: {type(exc).__name__}: {exc}; re-download or "
+                         "regenerate the file") from exc
+    if not isinstance(refs, list) or (refs and not isinstance(refs[0], dict)):
+        raise ValueError(f"refs file {path} does not hold a list of ref dicts (got {type(refs).__name__})")
+    return refs
+
+
+def load_instances_json(path: Path) -> dict:
+    """Read a COCO instances.json; errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"corrupt JSON file {path}: {exc}; re-download or regenerate the file") from exc
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise ValueError(f"{path} is not a COCO instances file (needs 'images' and 'annotations' keys)")
+    return data
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """Decode one compressed COCO RLE dict to a (H, W) bool mask with pycocotools.
+
+    pycocotools' ``decode`` emits a numpy-2 DeprecationWarning on every call (its ``np.array(copy=False)``);
+    it is harmless and silenced here so that real warnings stay visible.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
+
+
+def decode_segmentation(segm, height: int, width: int, ann_id: int | str = "?") -> np.ndarray:
+    """Decode a COCO segmentation to a (height, width) bool mask with pycocotools.
+
+    Accepted forms: polygons (list of lists of floats), a list of RLE dicts (``counts`` as a compressed
+    str/bytes or an uncompressed list of ints), or a bare RLE dict (pycocotools reads it; the original
+    refer API does not).
+
+    Raises:
+        ValueError naming ``ann_id`` when the form is none of these or an RLE's size differs from
+        (height, width).
+    """
+    forms = ("polygons (a list of lists of floats) or a list of RLE dicts {'size': [h, w], 'counts': ...} "
+             "(a bare RLE dict is accepted too)")
+    if isinstance(segm, dict):
+        segm = [segm]
+    if not isinstance(segm, list) or not segm:
+        raise ValueError(f"annotation {ann_id}: segmentation of unknown form ({type(segm).__name__}: "
+                         f"{str(segm)[:60]}); expected {forms}")
+    if all(isinstance(p, (list, tuple)) for p in segm):
+        polys = [[float(v) for v in p] for p in segm]
+        if any(len(p) < 6 or len(p) % 2 for p in polys):
+            raise ValueError(f"annotation {ann_id}: a polygon needs an even number (>= 6) of coordinates")
+        rles = mask_utils.frPyObjects(polys, height, width)
+    elif all(isinstance(r, dict) and "counts" in r and "size" in r for r in segm):
+        rles = []
+        for r in segm:
+            size = [int(v) for v in r["size"]]
+            if size != [height, width]:
+                raise ValueError(f"annotation {ann_id}: RLE size {size} differs from the image size "
+                                 f"[{height}, {width}]")
+            counts = r["counts"]
+            if isinstance(counts, list):
+                rles.append(mask_utils.frPyObjects({"size": size, "counts": counts}, height, width))
+            elif isinstance(counts, (str, bytes)):
+                rles.append({"size": size, "counts": counts.encode("ascii") if isinstance(counts, str)
+                             else counts})
+            else:  # bad file content, not a programming error: ValueError like the other forms
+                msg = (f"annotation {ann_id}: RLE counts of unknown type {type(counts).__name__}; "
+                       "expected a str/bytes (compressed) or a list of ints (uncompressed)")
+                raise ValueError(msg)  # noqa: TRY004
+    else:
+        raise ValueError(f"annotation {ann_id}: segmentation of unknown form (a list of "
+                         f"{sorted({type(p).__name__ for p in segm})}); expected {forms}")
+    return decode_rle(mask_utils.merge(rles))
+
+
+class ReferDataset:
+    """Referring-expression samples of one split of a refer-format dataset, one per sentence.
+
+    Args:
+        data_root: folder holding ``<dataset>/instances.json`` and ``<dataset>/refs(<splitBy>).p``.
+        dataset: "refcoco", "refcoco+", "refcocog" or "synref".
+        split_by: "unc" (refcoco, refcoco+, synref), "umd" or "google" (refcocog); None = default.
+        split: split name (see ``DATASETS``).
+        image_root: image folder; default ``<data_root>/images``.
+    """
+
+    def __init__(self, data_root: Path | str, dataset: str = "synref", split_by: str | None = None,
+                 split: str = "val", image_root: Path | str | None = None):
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; accepted: {sorted(DATASETS)}")
+        split_bys = DATASETS[dataset]
+        split_by = split_by or next(iter(split_bys))
+        if split_by not in split_bys:
+            raise ValueError(f"unknown splitBy {split_by!r} for {dataset}; accepted: {sorted(split_bys)}")
+        if split not in split_bys[split_by]:
+            raise ValueError(f"unknown split {split!r} for {dataset} ({split_by}); accepted: "
+                             f"{list(split_bys[split_by])}")
+        self.data_root = Path(data_root)
+        self.dataset, self.split_by, self.split = dataset, split_by, split
+        if not self.data_root.is_dir():
+            raise FileNotFoundError(f"data root {self.data_root} does not exist; {_how_to_get(dataset)}")
+        self.image_root = Path(image_root) if image_root is not None else self.data_root / "images"
+        ann_dir = self.data_root / dataset
+        self.instances_path = ann_dir / "instances.json"
+        self.refs_path = ann_dir / f"refs({split_by}).p"
+        for p in (self.instances_path, self.refs_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"expected {p} (missing); {_how_to_get(dataset)}")
+        instances = load_instances_json(self.instances_path)
+        refs = load_refs_pickle(self.refs_path)
+        try:
+            self.images: dict[int, dict] = {int(im["id"]): im for im in instances["images"]}
+            self.anns: dict[int, dict] = {int(a["id"]): a for a in instances["annotations"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.instances_path}: malformed image or annotation entry ({exc})") from exc
+        self._anns_by_image: dict[int, list[int]] = defaultdict(list)
+        for a in instances["annotations"]:
+            self._anns_by_image[int(a["image_id"])].append(int(a["id"]))
+        self.info = instances.get("info", {})
+
+        samples: list[ReferSample] = []
+        splits_present = set()
+        for ref in refs:
+            try:
+                splits_present.add(ref["split"])
+                if ref["split"] != split:
+                    continue
+                ann_id, image_id = int(ref["ann_id"]), int(ref["image_id"])
+                sentences = ref["sentences"]
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"{self.refs_path}: malformed ref (missing {exc}); a ref needs split, "
+                                 "ann_id, image_id and sentences") from exc
+            if ann_id not in self.anns:
+                raise ValueError(f"{self.refs_path}: ref {ref.get('ref_id')} points to annotation {ann_id}, "
+                                 f"which {self.instances_path} does not hold")
+            if image_id not in self.images:
+                raise ValueError(f"{self.refs_path}: ref {ref.get('ref_id')} points to image {image_id}, "
+                                 f"which {self.instances_path} does not hold")
+            im = self.images[image_id]
+            ann = self.anns[ann_id]
+            h, w = int(im["height"]), int(im["width"])
+            area_ratio = float(ref.get("area_ratio", float(ann.get("area", float("nan"))) / (h * w)))
+            for sent in sentences:
+                samples.append(ReferSample(
+                    ref_id=int(ref["ref_id"]), ann_id=ann_id, image_id=image_id,
+                    sent_id=int(sent["sent_id"]), expression=str(sent["sent"]),
+                    file_name=str(im["file_name"]), kind=str(ref.get("kind", "plain")),
+                    area_ratio=area_ratio,
+                    distractor_ann_ids=tuple(int(k) for k in ref.get("distractor_ann_ids", ())),
+                    split=split, category_id=int(ref.get("category_id", ann.get("category_id", 0))),
+                    height=h, width=w,
+                ))
+        if not samples:
+            raise ValueError(f"{self.refs_path} holds no expressions of split {split!r} (splits present: "
+                             f"{sorted(splits_present)})")
+        self.samples = samples
+        self._by_image: dict[int, list[int]] = defaultdict(list)
+        for k, s in enumerate(samples):
+            self._by_image[s.image_id].append(k)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> ReferSample:
+        return self.samples[i]
+
+    def __repr__(self) -> str:
+        return (f"ReferDataset({self.dataset}, {self.split_by}, {self.split}: {len(self)} expressions on "
+                f"{len(self._by_image)} images)")
+
+    def image_ids(self) -> list[int]:
+        """Image ids of this split, in first-appearance order."""
+        return list(self._by_image)
+
+    def samples_for_image(self, image_id: int) -> list[ReferSample]:
+        """The expressions of this split on one image (evaluation caches image features per image)."""
+        if image_id not in self._by_image:
+            raise KeyError(f"image {image_id} has no expressions in {self.dataset} {self.split}")
+        return [self.samples[k] for k in self._by_image[image_id]]
+
+    def image_path(self, sample_or_image_id: ReferSample | int) -> Path:
+        """Path of the image file of a sample (or image id)."""
+        image_id = (sample_or_image_id.image_id if isinstance(sample_or_image_id, ReferSample)
+                    else int(sample_or_image_id))
+        return self.image_root / self.images[image_id]["file_name"]
+
+    def load_image(self, sample_or_image_id: ReferSample | int) -> np.ndarray:
+        """The image as uint8 (H, W, 3) RGB (grayscale and RGBA converted).
+
+        Raises:
+            FileNotFoundError naming the file; ValueError when the image's size disagrees with its
+            ``images`` entry in instances.json (names both sizes).
+        """
+        path = self.image_path(sample_or_image_id)
+        image_id = (sample_or_image_id.image_id if isinstance(sample_or_image_id, ReferSample)
+                    else int(sample_or_image_id))
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} is missing (image_root {self.image_root}); pass "
+                                    "image_root= the folder holding the images")
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise ValueError(f"cannot read image {path}: {exc}") from exc
+        entry = self.images[image_id]
+        expected = (int(entry["height"]), int(entry["width"]))
+        if arr.shape[:2] != expected:
+            raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]} (HxW) but {self.instances_path} "
+                             f"says {expected[0]}x{expected[1]}: wrong image_root or mismatched files")
+        return arr
+
+    def ann_mask(self, ann_id: int) -> np.ndarray:
+        """Mask of one annotation, (H, W) bool, at its image's size."""
+        ann = self.anns[int(ann_id)]
+        im = self.images[int(ann["image_id"])]
+        return decode_segmentation(ann["segmentation"], int(im["height"]), int(im["width"]), ann_id)
+
+    def load_mask(self, sample: ReferSample) -> np.ndarray:
+        """Ground-truth mask of a sample's target, (H, W) bool."""
+        return self.ann_mask(sample.ann_id)
+
+    def object_masks(self, image_id: int) -> list[tuple[int, np.ndarray]]:
+        """Every annotation of an image: [(ann_id, (H, W) bool mask)], in instances.json order."""
+        return [(a, self.ann_mask(a)) for a in self._anns_by_image.get(int(image_id), [])]
