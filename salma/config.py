@@ -148,10 +148,25 @@ class SalmaConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def model_dict(self) -> dict[str, Any]:
-        """The part of the config that fixes the weights' shapes (checked when loading)."""
+        """The part of the config that fixes the weights' names and shapes (checked when loading).
+
+        Freezing, LoRA dropout, MBA mode/top-K/warm-up, losses and the recipe may differ between a
+        checkpoint and the run that loads it (a foundation is fine-tuned under other settings).
+        """
         d = self.to_dict()
-        return {"sam2": d["sam2"], "mllm": {k: v for k, v in d["mllm"].items() if k != "local_path"},
-                "mba": {k: d["mba"][k] for k in ("num_heads", "router_hidden", "film")}}
+        sam_keys = ("config_file", "image_size", "prompt_dim", "overrides")
+        mllm_skip = ("local_path", "freeze_vision", "lora_dropout", "max_tiles")
+        return {"sam2": {k: d["sam2"][k] for k in sam_keys},
+                "mllm": {k: v for k, v in d["mllm"].items() if k not in mllm_skip},
+                "mba": {k: d["mba"][k] for k in ("enabled", "num_heads", "router_hidden", "film")}}
+
+    def weights_compatible(self, other: "SalmaConfig") -> bool:
+        """Can weights saved under ``other`` load into a model built from this config? MBA shapes matter
+        only when both have MBA (a baseline foundation gives SALMA a fresh MBA)."""
+        a, b = self.model_dict(), other.model_dict()
+        if a["sam2"] != b["sam2"] or a["mllm"] != b["mllm"]:
+            return False
+        return not (a["mba"]["enabled"] and b["mba"]["enabled"]) or a["mba"] == b["mba"]
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "SalmaConfig":
@@ -240,7 +255,7 @@ def _small() -> SalmaConfig:
             freeze_vision=False,
         ),
         mba=MBAConfig(num_heads=8, router_hidden=64),
-        data=DataConfig(scene_size=64, train_images=4000, val_images=400, test_images=400),
+        data=DataConfig(scene_size=64, train_images=10000, val_images=400, test_images=400),
         train=TrainConfig(lr=3e-4, batch_size=16, grad_accum=1, steps=600, warmup_ratio=0.05),
     )
 

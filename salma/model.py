@@ -72,9 +72,12 @@ class Batch:
     expression_valid: torch.Tensor
     gt_masks: torch.Tensor | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)
+    features: SAM2Features | None = None  # precomputed SAM-2 features of sam_images (frozen encoder)
 
     def to(self, device: torch.device | str) -> "Batch":
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        if self.features is not None:
+            moved["features"] = self.features.to(device)
         return Batch(**moved)
 
 
@@ -91,11 +94,13 @@ class SegmentOutput:
 
 @dataclass
 class ModelOutput:
-    """loss: scalar total; parts: each component (detached copies are safe to log); segment: see above."""
+    """loss: scalar total; parts: each component; segment: see above; features: the per-expression
+    pre-MBA SAM-2 features (reused by stage-specific objectives without a second encoder pass)."""
 
     loss: torch.Tensor
     parts: dict[str, torch.Tensor]
     segment: SegmentOutput
+    features: SAM2Features | None = None
 
 
 @dataclass
@@ -242,7 +247,8 @@ class SalmaModel(nn.Module):
         """
         if batch.gt_masks is None:
             raise ValueError("forward() needs gt_masks; use predict() for inference")
-        feats = self.sam.encode_image(batch.sam_images).select(batch.image_index)
+        feats = batch.features if batch.features is not None else self.sam.encode_image(batch.sam_images)
+        feats = feats.select(batch.image_index)
         language, text, text_mask, lm_loss = self.language(batch)
         seg = self.segment(feats, language, text, text_mask, gamma_scale=gamma_scale)
         size = batch.gt_masks.shape[-2:]
@@ -261,7 +267,7 @@ class SalmaModel(nn.Module):
             parts["boundary"] = boundary_loss(logits, batch.gt_masks)
             total = total + aux_scale * lc.boundary_weight * parts["boundary"]
         parts["total"] = total
-        return ModelOutput(total, parts, seg)
+        return ModelOutput(total, parts, seg, feats)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -335,7 +341,7 @@ class SalmaModel(nn.Module):
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{cfg_path} is not a valid SALMA config ({exc}); re-create the checkpoint") from exc
         cfg = cfg or saved
-        if cfg.model_dict() != saved.model_dict():
+        if not cfg.weights_compatible(saved):
             raise ValueError(f"the checkpoint in {directory} was made with a different model config "
                              f"({saved.name}, {saved.hash()}) than the one requested ({cfg.name}, {cfg.hash()})")
         tok_dir = directory / TOKENIZER_DIR

@@ -64,7 +64,7 @@ def preprocess_images(images: np.ndarray | torch.Tensor, size: int) -> torch.Ten
 
     Same arithmetic as ``SAM2Transforms`` (ToTensor -> Resize(size, size) with antialias -> Normalize).
     """
-    x = torch.as_tensor(np.asarray(images))
+    x = torch.as_tensor(np.array(images, copy=True)) if isinstance(images, np.ndarray) else torch.as_tensor(images)
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or x.shape[-1] != 3:
@@ -92,6 +92,15 @@ class SAM2Features:
     def select(self, index: torch.Tensor) -> "SAM2Features":
         """Features of the given batch rows (e.g. one image's features for several expressions)."""
         return SAM2Features(self.image_embed[index], [f[index] for f in self.high_res])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "SAM2Features":
+        return SAM2Features(self.image_embed.to(device, dtype), [f.to(device, dtype) for f in self.high_res])
+
+    @staticmethod
+    def stack(items: list["SAM2Features"]) -> "SAM2Features":
+        """Concatenate along the batch dimension."""
+        return SAM2Features(torch.cat([i.image_embed for i in items]),
+                            [torch.cat([i.high_res[k] for i in items]) for k in range(len(items[0].high_res))])
 
 
 @dataclass
@@ -132,9 +141,17 @@ class LanguageSAM2(nn.Module):
         return self.model.sam_prompt_embed_dim
 
     def freeze_image_encoder(self) -> None:
-        """Freeze the Hiera trunk + FPN neck (as Sa2VA and SALMA do); the decoder stays trainable."""
+        """Freeze the Hiera trunk + FPN neck (as Sa2VA and SALMA do); the decoder stays trainable.
+
+        The decoder's conv_s0/conv_s1 run inside ``forward_image`` on the high-res levels; under a frozen
+        encoder they get no gradient in Sa2VA either (REFERENCE 7), so they are frozen with it. That also
+        makes the image features a fixed function of the image, which the trainer caches.
+        """
         for p in self.model.image_encoder.parameters():
             p.requires_grad = False
+        for conv in (self.model.sam_mask_decoder.conv_s0, self.model.sam_mask_decoder.conv_s1):
+            for p in conv.parameters():
+                p.requires_grad = False
 
     def encode_image(self, images: torch.Tensor) -> SAM2Features:
         """images: (B, 3, S, S) normalised (see ``preprocess_images``) -> ``SAM2Features``.

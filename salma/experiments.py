@@ -1,0 +1,159 @@
+"""The kit's runs as named recipes: the SynRef data a preset uses, the foundation, the ablation variants.
+
+Paper Table 2 rows and Table 3 variants become ``VARIANTS``; each is a change of the preset's config. Every
+fine-tuning run starts from the same foundation (DESIGN.md "Foundation, then fine-tuning") with the SAM-2
+image encoder frozen, as Sa2VA and SALMA train, so differences between runs come from the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from salma.config import LossConfig, MBAConfig, SalmaConfig, get_preset
+from salma.train import RunResult, RunSpec, git_commit, train
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FOUNDATION_ROOT = REPO_ROOT / "foundation"
+
+
+def _variant(mba: dict, loss: dict) -> dict:
+    return {"mba": mba, "loss": loss}
+
+
+# name -> (description, changes to MBAConfig, changes to LossConfig). Paper Table 2 and Table 3.
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "baseline": ("Sa2VA baseline (no pre-pass, no MBA)", {"enabled": False}, {"tmc_weight": 0.0, "boundary_weight": 0.0}),
+    "mba": ("+MBA", {}, {"tmc_weight": 0.0, "boundary_weight": 0.0}),
+    "mba_tmc": ("+MBA +TMC", {}, {"boundary_weight": 0.0}),
+    "salma": ("+MBA +TMC +Boundary (SALMA)", {}, {}),
+    "film": ("SALMA with Residual FiLM", {"film": True}, {}),
+    "bias": ("SALMA with the prior as attention bias", {"mode": "bias"}, {}),
+    "released": ("the released code's MBA input ([SEG] only, no TMC)", {"text_source": "seg_only"},
+                 {"tmc_weight": 0.0}),
+}
+
+
+def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None = None) -> SalmaConfig:
+    """The preset's fine-tuning config for one ablation variant and seed (encoder frozen)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is not known; accepted values: {', '.join(VARIANTS)}")
+    cfg = get_preset(preset)
+    _, mba_changes, loss_changes = VARIANTS[variant]
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, **({"steps": steps} if steps else {}))
+    return dataclasses.replace(
+        cfg,
+        sam2=dataclasses.replace(cfg.sam2, freeze_encoder=True),
+        mba=dataclasses.replace(cfg.mba, **mba_changes),
+        loss=dataclasses.replace(cfg.loss, **loss_changes),
+        train=dataclasses.replace(train_cfg, **FINETUNE_RECIPE.get(preset, {})),
+    )
+
+
+# Fine-tuning learning rates and lengths the CPU measurements support (see the training issue's note).
+FINETUNE_RECIPE: dict[str, dict] = {
+    "tiny": {"lr": 3e-4, "batch_size": 8, "steps": 20},
+    "small": {"lr": 1e-4, "batch_size": 16, "steps": 400},
+}
+
+
+def synref_root(preset: str, data_root: str | Path | None = None) -> Path:
+    """The SynRef dataset of a preset, generated (deterministically) on first use under ``data/``."""
+    from salma.data.synref import generate_synref
+
+    cfg = get_preset(preset).data
+    root = Path(data_root) if data_root else REPO_ROOT / "data" / f"synref-{cfg.scene_size}px-seed{cfg.seed}-{cfg.train_images}"
+    if not (root / "synref" / "instances.json").is_file():
+        generate_synref(root, seed=cfg.seed, scene_size=cfg.scene_size,
+                        n_images={"train": cfg.train_images, "val": cfg.val_images,
+                                  "testA": cfg.test_images, "testB": cfg.test_images})
+    return root
+
+
+def foundation_dir(preset: str) -> Path:
+    return FOUNDATION_ROOT / preset
+
+
+def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None, data_root: str | None = None,
+             foundation: str | None = None, runs_root: str | Path = "runs", progress: bool = True,
+             eval_limit: int = 400) -> RunResult:
+    """One ablation run: ``variant`` fine-tuned from the preset's foundation (cached by config hash)."""
+    cfg = variant_config(preset, variant, seed, steps)
+    found = Path(foundation) if foundation else foundation_dir(preset)
+    spec = RunSpec(stage="finetune", data_root=str(synref_root(preset, data_root)), init_from=str(found),
+                   name=f"{preset}-{variant}-s{seed}", eval_limit=eval_limit, checkpoint_every=100)
+    return train(cfg, spec, runs_root=runs_root, progress=progress)
+
+
+# Foundation recipe per preset: stage 0 (SAM-2 class-agnostic) then stage 1 (Sa2VA baseline).
+PRETRAIN_RECIPE: dict[str, dict] = {
+    "tiny": {"stage0_steps": 40, "stage1_steps": 40, "batch_size": 8, "lr0": 3e-4, "lr1": 3e-4},
+    "small": {"stage0_steps": 1200, "stage1_steps": 3000, "batch_size": 16, "lr0": 3e-4, "lr1": 3e-4},
+}
+
+
+def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path = "runs", out: str | None = None,
+             stage0_steps: int | None = None, stage1_steps: int | None = None, progress: bool = True) -> Path:
+    """Train the foundation (stage 0 then stage 1), then write it to ``foundation/<preset>/`` with a manifest."""
+    if preset not in PRETRAIN_RECIPE:
+        raise ValueError(f"preset={preset!r} has no foundation recipe; accepted values: {', '.join(PRETRAIN_RECIPE)}")
+    recipe = PRETRAIN_RECIPE[preset]
+    root = synref_root(preset, data_root)
+    base = get_preset(preset)
+    start = time.time()
+    s0 = stage0_steps or recipe["stage0_steps"]
+    cfg0 = dataclasses.replace(base, mba=MBAConfig(enabled=False),
+                               sam2=dataclasses.replace(base.sam2, freeze_encoder=False),
+                               train=dataclasses.replace(base.train, lr=recipe["lr0"], batch_size=recipe["batch_size"],
+                                                         steps=s0, warmup_ratio=0.02))
+    r0 = train(cfg0, RunSpec(stage="stage0", data_root=str(root), name=f"{preset}-stage0", checkpoint_every=100),
+               runs_root=runs_root, progress=progress)
+    s1 = stage1_steps or recipe["stage1_steps"]
+    cfg1 = dataclasses.replace(
+        cfg0, loss=LossConfig(tmc_weight=0.0, boundary_weight=0.0),
+        sam2=dataclasses.replace(base.sam2, freeze_encoder=True),
+        train=dataclasses.replace(cfg0.train, lr=recipe["lr1"], steps=s1, warmup_ratio=0.02))
+    r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root), init_from=str(r0.final), name=f"{preset}-stage1",
+                             eval_every=250, eval_limit=400, checkpoint_every=100, prior_loss_weight=0.2,
+                             seg_bce_weight=0.5, seg_dice_weight=2.0), runs_root=runs_root, progress=progress)
+    target = Path(out) if out else foundation_dir(preset)
+    write_foundation(r1, r0, target, preset, root, time.time() - start)
+    return target
+
+
+def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, data_root: Path,
+                     wall_seconds: float) -> None:
+    """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve."""
+    from salma.model import SalmaModel
+    from salma.train import _sha256, read_log
+
+    model = SalmaModel.from_pretrained(r1.final)
+    if target.exists():
+        shutil.rmtree(target)
+    model.save_pretrained(target, dtype=torch.float16)
+    log0, log1 = read_log(r0.run_dir), read_log(r1.run_dir)
+    manifest = {
+        "what": f"SynRef foundation of the {preset} preset: stage 0 (SAM-2 class-agnostic) + stage 1 (Sa2VA)",
+        "command": " ".join(["python -m salma pretrain"] + sys.argv[1:]) if "salma" in sys.argv[0] else
+        f"python -m salma pretrain --preset {preset}",
+        "config_hash": model.cfg.hash(),
+        "git_commit": git_commit(),
+        "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size},
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
+        "torch_threads": torch.get_num_threads(),
+        "wall_seconds": round(wall_seconds, 1),
+        "stage0": {"steps": len(log0), "metrics": r0.metrics},
+        "stage1": {"steps": len(log1), "metrics": r1.metrics},
+        "sha256": {"model.safetensors": _sha256(target / "model.safetensors")},
+        "licence": "CC0 (trained by the kit on generated data)",
+    }
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=1, default=float))
+    (target / "stage0_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log0))
+    (target / "stage1_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log1))

@@ -1,0 +1,525 @@
+"""Training: the SynRef foundation (stage 0 + stage 1) and the fine-tuning runs of the ablation.
+
+Paper Sec. 4.1 recipe: AdamW (0.9, 0.999), weight decay 0.05, linear warm-up then cosine, grad-norm clip 1.0,
+gradient accumulation, bf16 autocast on GPU; gamma and the auxiliary losses warm up linearly
+(MBAConfig.gamma_warmup_ratio, LossConfig.aux_warmup_ratio).
+
+Stages (DESIGN.md "Foundation, then fine-tuning"):
+- ``stage0``: SAM-2 alone, class-agnostic: a point inside an object -> that object's mask; the dummy
+  (0,0)/-1 prompt -> the union of all objects (all three multimask outputs, plus the IoU head), so that the
+  pre-pass prior is an objectness map as the real pretrained SAM-2's is.
+- ``stage1``: the Sa2VA baseline on SynRef referring data until it grounds; the dummy-prompt union loss is
+  kept as a small auxiliary term so the prior stays meaningful while the decoder learns language.
+- ``finetune``: the ablation unit, from the foundation: baseline, +MBA, +TMC, +boundary, FiLM, bias.
+
+Accelerate places the model (CPU, one GPU, or several processes under ``accelerate launch``: each process
+draws its own part of every batch). Batches are drawn from a generator seeded by (seed, step, micro-step,
+process), so a run killed and resumed from its last checkpoint sees exactly the batches it would have seen.
+Checkpoints are safetensors (model) + a torch file of optimizer/RNG state, written atomically; runs are
+cached under ``runs/`` by a hash of their full config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from salma.checkpoint import load_state_dict, save_state_dict
+from salma.config import SalmaConfig
+from salma.data.refer import ReferDataset
+from salma.losses import dice_loss, segmentation_loss, sigmoid_bce_loss
+from salma.mba import linear_warmup
+from salma.model import SalmaModel
+
+STAGES = ("stage0", "stage1", "finetune")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run besides the model config (all of it goes into the run's hash)."""
+
+    stage: str = "finetune"
+    data_root: str = "data/synref"
+    steps: int | None = None  # None: cfg.train.steps
+    eval_every: int = 0  # 0: evaluate at the end only
+    eval_limit: int = 200
+    checkpoint_every: int = 100
+    init_from: str | None = None  # a SalmaModel directory (the foundation) or None (random weights)
+    prior_loss_weight: float = 0.0  # stage 1: keep the dummy-prompt -> union objective alive
+    seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
+    seg_dice_weight: float | None = None
+    name: str = "run"
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage={self.stage!r}; accepted values: {', '.join(STAGES)}")
+
+
+@dataclass
+class RunResult:
+    """run_dir: the run's folder; final: its final SalmaModel directory; metrics: final val metrics rows;
+    log: per-step rows; cached: True when a finished run was reused."""
+
+    run_dir: Path
+    final: Path
+    metrics: dict
+    log: list[dict] = field(default_factory=list)
+    cached: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- data
+class TrainScenes:
+    """Random access to training images with all their objects and expressions (refer format on disk).
+
+    Images, object masks and expressions are read once and kept in memory (SynRef at 64x64: ~3 KB/image).
+    """
+
+    def __init__(self, dataset: ReferDataset):
+        self.dataset = dataset
+        self.image_ids = list(dataset.image_ids())
+        if not self.image_ids:
+            raise ValueError(f"{dataset} has no images in split {dataset.split!r}")
+        self._cache: dict[int, tuple] = {}
+        self._features: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def features(self, indices: list[int], model: SalmaModel) -> "SAM2Features":
+        """SAM-2 features of these images from a *frozen* encoder, computed once and kept (fp16, CPU).
+
+        Valid only while the encoder does not change (``cfg.sam2.freeze_encoder``); the cache belongs to
+        this object, which a run creates for itself.
+        """
+        from salma.sam2_ext import SAM2Features, preprocess_images
+
+        missing = sorted({i for i in indices if i not in self._features})
+        s = model.cfg.sam2.image_size
+        for chunk in range(0, len(missing), 64):
+            part = missing[chunk:chunk + 64]
+            images = torch.cat([preprocess_images(self.get(i)[0], s) for i in part]).to(model.device)
+            with torch.no_grad():
+                feats = model.sam.encode_image(images)
+            for row, i in enumerate(part):
+                self._features[i] = feats.select(torch.tensor([row])).to("cpu", torch.float16)
+        return SAM2Features.stack([self._features[i] for i in indices]).to(model.device, torch.float32)
+
+    def get(self, i: int) -> tuple[np.ndarray, list[np.ndarray], list[tuple[str, np.ndarray]]]:
+        """-> (image (H, W, 3) uint8, object masks [(H, W) bool], [(expression, target mask)])."""
+        image_id = self.image_ids[i]
+        if image_id not in self._cache:
+            samples = list(self.dataset.samples_for_image(image_id))
+            image = self.dataset.load_image(samples[0])
+            objects = [m for _, m in self.dataset.object_masks(image_id)]
+            exprs = [(s.expression, self.dataset.load_mask(s)) for s in samples]
+            self._cache[image_id] = (image, objects, exprs)
+        return self._cache[image_id]
+
+
+def batch_rng(seed: int, step: int, micro: int, rank: int) -> np.random.Generator:
+    """The generator that draws micro-batch ``micro`` of optimizer step ``step`` on process ``rank``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, step, micro, rank]))
+
+
+def draw_referring(scenes: TrainScenes, rng: np.random.Generator, batch_size: int):
+    """B random (image, expression, target mask, union of the image's objects) and the image indices."""
+    images, exprs, masks, unions = [], [], [], []
+    indices = [int(i) for i in rng.integers(0, len(scenes), batch_size)]
+    for i in indices:
+        image, objects, refs = scenes.get(int(i))
+        text, mask = refs[int(rng.integers(0, len(refs)))]
+        images.append(image)
+        exprs.append(text)
+        masks.append(mask)
+        unions.append(np.any(np.stack(objects), axis=0))
+    return images, exprs, masks, unions, indices
+
+
+def draw_points(scenes: TrainScenes, rng: np.random.Generator, batch_size: int, points_per_image: int = 4):
+    """B random images, and for each ``points_per_image`` random objects with a point inside each.
+
+    Returns images [B], object masks [B * P], points (B * P, 2) as (x, y) pixels, image index (B * P,),
+    unions [B]. Several prompts per image cost one encoder pass (the decoder is ~15x cheaper).
+    """
+    images, masks, points, owner, unions = [], [], [], [], []
+    for b, i in enumerate(rng.integers(0, len(scenes), batch_size)):
+        image, objects, _ = scenes.get(int(i))
+        images.append(image)
+        unions.append(np.any(np.stack(objects), axis=0))
+        for k in rng.integers(0, len(objects), points_per_image):
+            mask = objects[int(k)]
+            ys, xs = np.nonzero(mask)
+            j = int(rng.integers(0, len(ys)))
+            masks.append(mask)
+            points.append((xs[j] + 0.5, ys[j] + 0.5))
+            owner.append(b)
+    return images, masks, np.array(points, dtype=np.float32), np.array(owner), unions
+
+
+def _mask_tensor(masks: list[np.ndarray], size: int) -> torch.Tensor:
+    t = torch.stack([torch.as_tensor(m.astype(np.float32)) for m in masks])[:, None]
+    return F.interpolate(t, size=(size, size), mode="nearest")
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def union_loss(model: SalmaModel, feats, unions: torch.Tensor) -> torch.Tensor:
+    """Dummy prompt, no language -> union of objects, on all multimask outputs + the IoU head (stage 0)."""
+    out = model.sam.decode(feats.image_embed, feats.high_res, multimask=True)
+    logits = F.interpolate(out.low_res_logits, size=unions.shape[-2:], mode="bilinear", align_corners=False)
+    target = unions.expand_as(logits)
+    flat_logits, flat_target = logits.flatten(0, 1)[:, None], target.flatten(0, 1)[:, None]
+    loss = 0.5 * sigmoid_bce_loss(flat_logits, flat_target) + 2.0 * dice_loss(flat_logits, flat_target)
+    with torch.no_grad():
+        pred = (logits > 0).float()
+        inter = (pred * target).flatten(2).sum(-1)
+        union = ((pred + target) > 0).float().flatten(2).sum(-1)
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return loss + F.mse_loss(out.ious, iou)
+
+
+def stage0_loss(model: SalmaModel, scenes: TrainScenes, rng: np.random.Generator, batch_size: int,
+                device: torch.device, points_per_image: int = 4) -> dict[str, torch.Tensor]:
+    """Point prompt -> object mask (single-mask output, the token the language pass also uses) and the
+    dummy prompt -> union. Loss weights 0.5 BCE + 2.0 Dice: from scratch, Sa2VA's 2.0/0.5 collapses to
+    empty masks on small targets (REFERENCE 9)."""
+    from salma.sam2_ext import preprocess_images
+
+    images, masks, points, owner, unions = draw_points(scenes, rng, batch_size, points_per_image)
+    s = model.cfg.sam2.image_size
+    sam_in = torch.cat([preprocess_images(im, s) for im in images]).to(device)
+    scale = torch.tensor([[s / images[o].shape[1], s / images[o].shape[0]] for o in owner], dtype=torch.float32)
+    coords = (torch.from_numpy(points) * scale)[:, None].to(device)
+    labels = torch.ones(len(owner), 1, dtype=torch.int32, device=device)
+    target, union = _mask_tensor(masks, s).to(device), _mask_tensor(unions, s).to(device)
+    feats = model.sam.encode_image(sam_in)
+    per_point = feats.select(torch.from_numpy(owner).to(device))
+    out = model.sam.decode(per_point.image_embed, per_point.high_res, coords, labels, multimask=False)
+    logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
+    point = segmentation_loss(logits, target, 0.5, 2.0)["seg"]
+    prior = union_loss(model, feats, union)
+    return {"point": point, "prior": prior, "total": point + prior}
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def lr_at(step: int, total: int, base_lr: float, warmup_ratio: float) -> float:
+    """Linear warm-up over ``warmup_ratio * total`` steps, then cosine decay to 0 (paper Sec. 4.1)."""
+    warm = max(1, int(round(warmup_ratio * total)))
+    if step < warm:
+        return base_lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def run_hash(cfg: SalmaConfig, spec: RunSpec) -> str:
+    """Hash of the model config and the run spec (the run cache key)."""
+    import hashlib
+
+    blob = json.dumps({"cfg": cfg.to_dict(), "spec": asdict(spec), "init": _file_sha(spec.init_from)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _file_sha(init_from: str | None) -> str | None:
+    if init_from is None:
+        return None
+    path = Path(init_from) / "model.safetensors"
+    return _sha256(path) if path.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout (an installed package): the manifest says so with null
+
+
+def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:
+    """A fresh model, or the foundation's weights under ``cfg`` (MBA weights are new when it had none)."""
+    if spec.init_from is None:
+        return SalmaModel(cfg)
+    init = Path(spec.init_from)
+    if not (init / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the foundation {init} does not exist (no model.safetensors). Make it with "
+            f"`python -m salma pretrain --preset {cfg.name}` or point init_from at a SalmaModel directory."
+        )
+    return SalmaModel.from_pretrained(init, cfg=cfg)
+
+
+def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progress: bool = True,
+          stop_after: int | None = None) -> RunResult:
+    """Run (or reuse) one training run; see the module docstring. ``stop_after`` ends the process' work
+    after that many optimizer steps without finishing the run (used to test resume)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    total = spec.steps or cfg.train.steps
+    run_dir = Path(runs_root) / f"{spec.name}-{run_hash(cfg, spec)}"
+    final = run_dir / "final"
+    if (run_dir / "metrics.json").is_file() and (final / "model.safetensors").is_file():
+        return RunResult(run_dir, final, json.loads((run_dir / "metrics.json").read_text()), read_log(run_dir),
+                         cached=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.json").write_text(json.dumps({"cfg": cfg.to_dict(), "spec": asdict(spec)}, indent=1))
+
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=not cuda, mixed_precision=cfg.train.mixed_precision if cuda else "no",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    torch.manual_seed(cfg.train.seed)
+    loss_cfg = cfg.loss
+    if spec.seg_bce_weight is not None or spec.seg_dice_weight is not None:
+        loss_cfg = replace(loss_cfg, bce_weight=spec.seg_bce_weight if spec.seg_bce_weight is not None
+                           else loss_cfg.bce_weight, dice_weight=spec.seg_dice_weight
+                           if spec.seg_dice_weight is not None else loss_cfg.dice_weight)
+    model = build_model(replace(cfg, loss=loss_cfg), spec)
+    scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.stage == "stage0":
+        params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.")]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.train.lr, betas=cfg.train.betas)
+    start = load_checkpoint(run_dir, model, optimizer)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: SalmaModel = accelerator.unwrap_model(model)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    per_process = max(1, cfg.train.batch_size // world)
+    if start == 0:
+        truncate_log(run_dir, 0)
+    else:
+        truncate_log(run_dir, start)
+
+    model.train()
+    bar = tqdm(range(start, total), desc=f"{spec.name} [{spec.stage}]", disable=not (progress and
+                                                                                      accelerator.is_main_process),
+               initial=start, total=total)
+    done_here = 0
+    for step in bar:
+        t0 = time.perf_counter()
+        lr = lr_at(step, total, cfg.train.lr, cfg.train.warmup_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        gamma_scale = linear_warmup(step, total, cfg.mba.gamma_warmup_ratio)
+        aux_scale = linear_warmup(step, total, cfg.loss.aux_warmup_ratio)
+        sums: dict[str, float] = {}
+        for micro in range(cfg.train.grad_accum):
+            rng = batch_rng(cfg.train.seed, step, micro, rank)
+            sync = micro == cfg.train.grad_accum - 1
+            with accelerator.no_sync(model) if not sync else _null():
+                with accelerator.autocast():
+                    parts = step_losses(model, core, spec, scenes, rng, per_process, accelerator.device,
+                                        gamma_scale, aux_scale)
+                accelerator.backward(parts["total"] / cfg.train.grad_accum)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        row = {"step": step + 1, "lr": lr, "gamma_scale": gamma_scale, "aux_scale": aux_scale,
+               "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0, **sums}
+        if core.mba is not None:
+            row["gamma"] = float(core.mba.gamma.detach())
+        if spec.eval_every and (step + 1) % spec.eval_every == 0 and step + 1 < total:
+            row.update(_quick_eval(core, spec, accelerator))
+            model.train()
+        if accelerator.is_main_process:
+            append_log(run_dir, row)
+            bar.set_postfix(loss=f"{sums['total']:.3f}", **({"val": f"{row['val_ciou']:.3f}"}
+                                                            if "val_ciou" in row else {}))
+        done_here += 1
+        last = step + 1 == total
+        if accelerator.is_main_process and ((step + 1) % spec.checkpoint_every == 0 or last):
+            save_checkpoint(run_dir, core, optimizer, step + 1)
+        if stop_after is not None and done_here >= stop_after and not last:
+            accelerator.wait_for_everyone()
+            return RunResult(run_dir, final, {}, read_log(run_dir))
+    accelerator.wait_for_everyone()
+    metrics = {}
+    if accelerator.is_main_process:
+        core.eval()
+        metrics = _final_eval(core, spec) if spec.stage != "stage0" else stage0_eval(core, spec)
+        core.save_pretrained(final)
+        write_log_csv(run_dir)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir, final, metrics, read_log(run_dir))
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng, batch_size: int,
+                device, gamma_scale: float, aux_scale: float) -> dict[str, torch.Tensor]:
+    """One micro-batch's losses for the run's stage. ``model`` may be DDP-wrapped; ``core`` is not."""
+    if spec.stage == "stage0":
+        return stage0_loss(core, scenes, rng, batch_size, device)
+    images, exprs, masks, unions, indices = draw_referring(scenes, rng, batch_size)
+    batch = core.make_batch(images, exprs, masks)
+    if core.cfg.sam2.freeze_encoder:
+        batch.features = scenes.features(indices, core)
+    batch = batch.to(device)
+    out = model(batch, gamma_scale=gamma_scale, aux_scale=aux_scale)
+    parts = dict(out.parts)
+    if spec.prior_loss_weight > 0:
+        target = _mask_tensor(unions, core.cfg.sam2.image_size).to(device)
+        parts["prior"] = union_loss(core, out.features, target)
+        parts["total"] = parts["total"] + spec.prior_loss_weight * parts["prior"]
+    return parts
+
+
+def _quick_eval(core: SalmaModel, spec: RunSpec, accelerator) -> dict:
+    if not accelerator.is_main_process:
+        return {}
+    from salma.evaluate import evaluate_model
+
+    ds = ReferDataset(spec.data_root, dataset="synref", split="val")
+    res = evaluate_model(core, ds, limit=spec.eval_limit, progress=False)
+    rows = {r["subset"]: r for r in res.metrics.to_rows()}
+    return {"val_ciou": rows["all"]["cIoU"], "val_giou": rows["all"]["gIoU"]}
+
+
+def _final_eval(core: SalmaModel, spec: RunSpec) -> dict:
+    from salma.evaluate import evaluate_model
+
+    ds = ReferDataset(spec.data_root, dataset="synref", split="val")
+    res = evaluate_model(core, ds, limit=spec.eval_limit, progress=False)
+    return {"val": res.metrics.to_rows(), "val_limit": spec.eval_limit,
+            "ciou": next(r["cIoU"] for r in res.metrics.to_rows() if r["subset"] == "all")}
+
+
+@torch.no_grad()
+def stage0_eval(core: SalmaModel, spec: RunSpec, n_images: int = 200) -> dict:
+    """Point-prompt cIoU (a point inside each object -> its mask) and the prior's IoU with the union."""
+    from salma.sam2_ext import preprocess_images, structural_prior
+
+    scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="val"))
+    s = core.cfg.sam2.image_size
+    inter = union = p_inter = p_union = 0
+    rng = np.random.default_rng(0)
+    for i in range(min(n_images, len(scenes))):
+        image, objects, _ = scenes.get(i)
+        h, w = image.shape[:2]
+        feats = core.sam.encode_image(preprocess_images(image, s).to(core.device))
+        for mask in objects:
+            ys, xs = np.nonzero(mask)
+            k = int(rng.integers(0, len(ys)))
+            coords = torch.tensor([[[(xs[k] + 0.5) * s / w, (ys[k] + 0.5) * s / h]]], device=core.device)
+            out = core.sam.decode(feats.image_embed, feats.high_res, coords,
+                                  torch.ones(1, 1, dtype=torch.int32, device=core.device))
+            pred = F.interpolate(out.low_res_logits, size=(h, w), mode="bilinear")[0, 0].cpu().numpy() > 0
+            inter += int((pred & mask).sum())
+            union += int((pred | mask).sum())
+        prior = structural_prior(core.sam, feats.image_embed, feats.high_res)
+        pred = F.interpolate(prior, size=(h, w), mode="bilinear")[0, 0].cpu().numpy() > 0
+        u = np.any(np.stack(objects), axis=0)
+        p_inter += int((pred & u).sum())
+        p_union += int((pred | u).sum())
+    return {"point_ciou": inter / max(1, union), "prior_union_iou": p_inter / max(1, p_union),
+            "images": min(n_images, len(scenes))}
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(run_dir: Path, model: SalmaModel, optimizer, step: int) -> Path:
+    """Write ``ckpt-<step>/`` (model.safetensors + state.pt) then point ``latest`` at it, atomically;
+    older checkpoints are removed only after the new one is complete."""
+    target = run_dir / f"ckpt-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".ckpt-"))
+    save_state_dict(model.state_dict(), tmp / "model.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state()},
+               tmp / "state.pt")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    pointer = run_dir / "latest.tmp"
+    pointer.write_text(target.name)
+    os.replace(pointer, run_dir / "latest")
+    for old in run_dir.glob("ckpt-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(run_dir: Path, model: SalmaModel, optimizer) -> int:
+    """Resume from ``latest`` if present; returns the step to start from (0 for a new run)."""
+    pointer = run_dir / "latest"
+    if not pointer.is_file():
+        return 0
+    ckpt = run_dir / pointer.read_text().strip()
+    model.load_matching(load_state_dict(ckpt / "model.safetensors"), source=ckpt)
+    try:
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which and how to recover
+        raise ValueError(f"{ckpt / 'state.pt'} is corrupt ({exc}); delete {ckpt} to restart the run") from exc
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+# ---------------------------------------------------------------------------------------------- logs
+def append_log(run_dir: Path, row: dict) -> None:
+    path = run_dir / "log.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_log(run_dir: Path, step: int) -> None:
+    """Keep only rows up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    rows = [r for r in read_log(run_dir) if r["step"] <= step]
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r, default=float) + "\n" for r in rows))
+
+
+def write_log_csv(run_dir: Path) -> Path:
+    rows = read_log(run_dir)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
+    path = Path(run_dir) / "log.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `python -m salma train` or `python -m salma pretrain`")

@@ -1,0 +1,135 @@
+"""Training loop: schedules, resume after a kill, run cache, stage 0, Accelerate with two CPU processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from salma.checkpoint import load_state_dict
+from salma.config import LossConfig, get_preset
+from salma.data.synref import generate_synref
+from salma.train import RunSpec, build_model, lr_at, train
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synref_tiny")
+    generate_synref(root, seed=3, scene_size=32, n_images={"train": 24, "val": 6, "testA": 2, "testB": 2},
+                    progress=False)
+    return root
+
+
+def tiny_cfg(steps: int = 6, **mba):
+    cfg = get_preset("tiny")
+    return dataclasses.replace(
+        cfg, mba=dataclasses.replace(cfg.mba, **mba),
+        train=dataclasses.replace(cfg.train, steps=steps, batch_size=4, grad_accum=2, warmup_ratio=0.2),
+    )
+
+
+def test_lr_schedule_warmup_then_cosine():
+    lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])), "cosine decay is monotone"
+    assert lrs[-1] < 0.01
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_data, tmp_path):
+    cfg = tiny_cfg(steps=6)
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=2, eval_limit=8, name="full")
+    full = train(cfg, spec, runs_root=tmp_path / "a", progress=False)
+    killed = train(cfg, spec, runs_root=tmp_path / "b", progress=False, stop_after=3)
+    assert killed.metrics == {} and not (killed.run_dir / "metrics.json").exists()
+    resumed = train(cfg, spec, runs_root=tmp_path / "b", progress=False)
+    a = load_state_dict(full.final / "model.safetensors")
+    b = load_state_dict(resumed.final / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert resumed.metrics["ciou"] == pytest.approx(full.metrics["ciou"], abs=1e-6)
+    assert [r["step"] for r in resumed.log] == list(range(1, 7)), "the resumed log has each step once"
+    assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
+
+
+def test_run_cache_reuses_finished_run(tiny_data, tmp_path):
+    cfg = tiny_cfg(steps=2)
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), eval_limit=4, name="cached")
+    first = train(cfg, spec, runs_root=tmp_path, progress=False)
+    again = train(cfg, spec, runs_root=tmp_path, progress=False)
+    assert not first.cached and again.cached and again.run_dir == first.run_dir
+    other = train(dataclasses.replace(cfg, loss=LossConfig(tmc_weight=0.0)), spec, runs_root=tmp_path,
+                  progress=False)
+    assert other.run_dir != first.run_dir, "a different config is a different run"
+
+
+def test_stage0_trains_sam_only_and_reports_prior(tiny_data, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg(steps=2, enabled=False),
+                              sam2=dataclasses.replace(get_preset("tiny").sam2, freeze_encoder=False))
+    result = train(cfg, RunSpec(stage="stage0", data_root=str(tiny_data), name="s0"), runs_root=tmp_path,
+                   progress=False)
+    assert {"point_ciou", "prior_union_iou"} <= set(result.metrics)
+    assert 0.0 <= result.metrics["prior_union_iou"] <= 1.0
+    assert {"point", "prior"} <= set(result.log[0])
+
+
+def test_finetune_from_foundation_with_frozen_encoder(tiny_data, tmp_path):
+    base = train(tiny_cfg(steps=2, enabled=False), RunSpec(stage="stage1", data_root=str(tiny_data),
+                                                           eval_limit=4, name="base"),
+                 runs_root=tmp_path, progress=False)
+    cfg = dataclasses.replace(tiny_cfg(steps=2), sam2=dataclasses.replace(get_preset("tiny").sam2,
+                                                                          freeze_encoder=True))
+    tuned = train(cfg, RunSpec(stage="finetune", data_root=str(tiny_data), init_from=str(base.final),
+                               eval_limit=4, name="ft"), runs_root=tmp_path, progress=False)
+    a = load_state_dict(base.final / "model.safetensors")
+    b = load_state_dict(tuned.final / "model.safetensors")
+    enc = [k for k in a if k.startswith("sam.model.image_encoder.")]
+    assert enc and all(torch.equal(a[k], b[k]) for k in enc), "the frozen encoder must not move"
+    dec = [k for k in a if k.startswith("sam.model.sam_mask_decoder.transformer")]
+    assert any(not torch.equal(a[k], b[k]) for k in dec), "the decoder must train"
+    assert any(k.startswith("mba.") for k in b), "SALMA adds MBA weights on top of a baseline foundation"
+
+
+def test_missing_foundation_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m salma pretrain --preset tiny"):
+        build_model(tiny_cfg(), RunSpec(init_from=str(tmp_path / "nope")))
+
+
+def test_unknown_stage_is_refused():
+    with pytest.raises(ValueError, match="stage='warmup'.*stage0, stage1, finetune"):
+        RunSpec(stage="warmup")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tiny_data, tmp_path):
+    """The same train() under `accelerate launch` with two CPU processes (gloo), no code change.
+
+    accelerate's `--cpu` launcher with several processes needs MPI; its torchrun launcher (`--multi_gpu`)
+    starts the processes, and Accelerator(cpu=True) then runs them as MULTI_CPU over gloo."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import dataclasses, json, os, sys
+        from salma.config import get_preset
+        from salma.train import RunSpec, train
+        cfg = get_preset("tiny")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=2, batch_size=4))
+        r = train(cfg, RunSpec(stage="stage1", data_root={str(tiny_data)!r}, eval_limit=4, name="ddp"),
+                  runs_root={str(tmp_path / 'runs')!r}, progress=False)
+        rank = os.environ["RANK"]
+        with open({str(tmp_path)!r} + f"/rank{{rank}}.json", "w") as f:
+            json.dump({{"final": str(r.final), "steps": len(r.log), "world": os.environ["WORLD_SIZE"]}}, f)
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == "2" for r in results), "two processes must have taken part"
+    assert results[0]["final"] == results[1]["final"]
+    assert any((tmp_path / "runs").glob("ddp-*/final/model.safetensors")) and results[0]["steps"] == 2
