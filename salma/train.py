@@ -60,6 +60,7 @@ class RunSpec:
     checkpoint_every: int = 100
     init_from: str | None = None  # a SalmaModel directory (the foundation) or None (random weights)
     prior_loss_weight: float = 0.0  # stage 1: keep the dummy-prompt -> union objective alive
+    train_images: int | None = None  # use only the first N training images (bounds the feature cache)
     seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
     seg_dice_weight: float | None = None
     name: str = "run"
@@ -88,13 +89,12 @@ class TrainScenes:
     Images, object masks and expressions are read once and kept in memory (SynRef at 64x64: ~3 KB/image).
     """
 
-    def __init__(self, dataset: ReferDataset):
+    def __init__(self, dataset: ReferDataset, max_images: int | None = None):
         self.dataset = dataset
-        self.image_ids = list(dataset.image_ids())
+        self.image_ids = list(dataset.image_ids())[:max_images]
         if not self.image_ids:
             raise ValueError(f"{dataset} has no images in split {dataset.split!r}")
         self._cache: dict[int, tuple] = {}
-        self._features: dict[int, object] = {}
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -102,21 +102,27 @@ class TrainScenes:
     def features(self, indices: list[int], model: SalmaModel) -> "SAM2Features":
         """SAM-2 features of these images from a *frozen* encoder, computed once and kept (fp16, CPU).
 
-        Valid only while the encoder does not change (``cfg.sam2.freeze_encoder``); the cache belongs to
-        this object, which a run creates for itself.
+        Valid only while the encoder does not change (``cfg.sam2.freeze_encoder``). The store is shared by
+        every run of this process that has the same encoder weights and data (the ablation's runs all
+        start from one foundation), keyed by a fingerprint of those weights.
         """
         from salma.sam2_ext import SAM2Features, preprocess_images
 
-        missing = sorted({i for i in indices if i not in self._features})
+        store = _FEATURE_STORES.setdefault((encoder_fingerprint(model), str(self.dataset.data_root),
+                                            self.dataset.split), {})
+        self._features = store
+        missing = sorted({self.image_ids[i] for i in indices if self.image_ids[i] not in store})
         s = model.cfg.sam2.image_size
+        position = {image_id: i for i, image_id in enumerate(self.image_ids)}
         for chunk in range(0, len(missing), 64):
             part = missing[chunk:chunk + 64]
-            images = torch.cat([preprocess_images(self.get(i)[0], s) for i in part]).to(model.device)
+            images = torch.cat([preprocess_images(self.get(position[i])[0], s) for i in part]).to(model.device)
             with torch.no_grad():
                 feats = model.sam.encode_image(images)
-            for row, i in enumerate(part):
-                self._features[i] = feats.select(torch.tensor([row])).to("cpu", torch.float16)
-        return SAM2Features.stack([self._features[i] for i in indices]).to(model.device, torch.float32)
+            for row, image_id in enumerate(part):
+                store[image_id] = feats.select(torch.tensor([row])).to("cpu", torch.float16)
+        stacked = SAM2Features.stack([store[self.image_ids[i]] for i in indices])
+        return stacked.to(model.device, torch.float32)
 
     def get(self, i: int) -> tuple[np.ndarray, list[np.ndarray], list[tuple[str, np.ndarray]]]:
         """-> (image (H, W, 3) uint8, object masks [(H, W) bool], [(expression, target mask)])."""
@@ -128,6 +134,25 @@ class TrainScenes:
             exprs = [(s.expression, self.dataset.load_mask(s)) for s in samples]
             self._cache[image_id] = (image, objects, exprs)
         return self._cache[image_id]
+
+
+# (encoder fingerprint, data root, split) -> {image_id: SAM2Features}; see TrainScenes.features.
+_FEATURE_STORES: dict[tuple, dict] = {}
+
+
+def encoder_fingerprint(model: SalmaModel) -> str:
+    """A hash of the SAM-2 image encoder's weights (and the decoder's conv_s0/s1 applied with it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    parts = list(model.sam.model.image_encoder.state_dict().items())
+    parts += [(f"conv_s{i}.{k}", v) for i, conv in enumerate((model.sam.model.sam_mask_decoder.conv_s0,
+                                                               model.sam.model.sam_mask_decoder.conv_s1))
+              for k, v in conv.state_dict().items()]
+    for name, tensor in parts:
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def batch_rng(seed: int, step: int, micro: int, rank: int) -> np.random.Generator:
@@ -300,7 +325,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
                            else loss_cfg.bce_weight, dice_weight=spec.seg_dice_weight
                            if spec.seg_dice_weight is not None else loss_cfg.dice_weight)
     model = build_model(replace(cfg, loss=loss_cfg), spec)
-    scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"))
+    scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"), spec.train_images)
     params = [p for p in model.parameters() if p.requires_grad]
     if spec.stage == "stage0":
         params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.")]

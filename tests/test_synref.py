@@ -222,7 +222,7 @@ def test_default_manifest_matches_generator():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SALMA_FULL_SYNREF"), reason="set SALMA_FULL_SYNREF=1: regenerates the "
-                    "default 4800-image SynRef (~30 s) and checks it against data_manifests/synref.yaml")
+                    "default SynRef of the small preset (~1 min) and checks it against data_manifests/synref.yaml")
 def test_default_dataset_regenerates_to_manifest(tmp_path):
     root = generate_synref(tmp_path / "default", progress=False)
     assert verify(root, default_manifest_path("synref")) == []

@@ -55,7 +55,7 @@ from salma.data.refer import decode_rle
 
 GENERATOR_VERSION = "synref-1.0"
 SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB")
-DEFAULT_N_IMAGES: dict[str, int] = {"train": 4000, "val": 400, "testA": 200, "testB": 200}
+DEFAULT_N_IMAGES: dict[str, int] = {"train": 10000, "val": 400, "testA": 400, "testB": 400}  # the small preset's
 KINDS: tuple[str, ...] = ("attribute", "distractor", "relation")
 PICKLE_PROTOCOL = 4  # fixed so that the refs file's bytes do not depend on the Python version
 

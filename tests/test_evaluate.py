@@ -1,0 +1,76 @@
+"""`python -m salma evaluate`: metrics with floors, per-image caching of features and prior."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from salma.__main__ import main
+from salma.config import get_preset
+from salma.data.refer import ReferDataset
+from salma.data.synref import generate_synref
+from salma.evaluate import evaluate_model
+from salma.model import SalmaModel
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synref_eval")
+    generate_synref(root, seed=5, scene_size=32, n_images={"train": 2, "val": 8, "testA": 2, "testB": 2},
+                    progress=False)
+    torch.manual_seed(0)
+    model = SalmaModel(get_preset("tiny"))
+    ckpt = tmp_path_factory.mktemp("ckpt") / "model"
+    model.save_pretrained(ckpt)
+    return root, model, ckpt
+
+
+def test_one_encoder_pass_and_one_prior_per_image(setup, monkeypatch):
+    root, model, _ = setup
+    ds = ReferDataset(root, "synref", split="val")
+    calls = {"encode": 0, "prior": 0}
+    real_encode = model.sam.encode_image
+    import salma.model as model_module
+
+    real_prior = model_module.structural_prior
+
+    def encode(images):
+        calls["encode"] += images.shape[0]
+        return real_encode(images)
+
+    def prior(*args, **kwargs):
+        calls["prior"] += args[1].shape[0]
+        return real_prior(*args, **kwargs)
+
+    monkeypatch.setattr(model.sam, "encode_image", encode)
+    monkeypatch.setattr(model_module, "structural_prior", prior)
+    result = evaluate_model(model, ds, progress=False)
+    n_images = len(ds.image_ids())
+    assert len(ds) > n_images, "the fixture should have several expressions on some image"
+    assert calls == {"encode": n_images, "prior": n_images}
+    assert len(result.per_sample) == len(ds)
+    rows = {r["subset"]: r for r in result.metrics.to_rows()}
+    assert rows["all"]["N"] == len(ds) and 0.0 <= rows["all"]["cIoU"] <= 1.0
+
+
+def test_cli_writes_json_and_markdown_with_trivial_floors(setup, tmp_path, capsys):
+    root, _, ckpt = setup
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--split", "val", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "eval.json").read_text())
+    assert set(summary["trivial"]) == {"largest_object", "whole_image"}
+    assert summary["model"][0]["subset"] == "all"
+    md = (out / "eval.md").read_text()
+    assert "largest_object" in md and "whole_image" in md and "cIoU" in md
+    assert "eval.json" in capsys.readouterr().out
+
+
+def test_cli_errors_name_the_problem(setup, tmp_path):
+    root, _, ckpt = setup
+    with pytest.raises(ValueError, match="split"):
+        main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--split", "nope"])
+    with pytest.raises(FileNotFoundError, match="not a SalmaModel checkpoint"):
+        main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(root)])
