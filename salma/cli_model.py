@@ -45,7 +45,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
     p.add_argument("--foundation", default=None, help="foundation directory (default: the shipped one)")
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--runs", default=None, help="run cache folder (default $SALMA_RUNS_DIR or <repo>/runs)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -61,7 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
 def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="tiny or small")
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--runs", default=None, help="run cache folder (default $SALMA_RUNS_DIR or <repo>/runs)")
     p.add_argument("--out", default=None, help="where to write the foundation (default foundation/<preset>)")
     p.add_argument("--stage0-steps", type=int, default=None)
     p.add_argument("--stage1-steps", type=int, default=None)

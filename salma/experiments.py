@@ -24,6 +24,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FOUNDATION_ROOT = REPO_ROOT / "foundation"
 
 
+def default_runs_root() -> Path:
+    """Where runs are cached: ``$SALMA_RUNS_DIR`` if set (the tests point it at a temporary folder), else
+    ``<repo>/runs`` (git-ignored), whatever the current directory (notebooks run in ``notebooks/``)."""
+    import os
+
+    return Path(os.environ.get("SALMA_RUNS_DIR") or REPO_ROOT / "runs")
+
+
 def _variant(mba: dict, loss: dict) -> dict:
     return {"mba": mba, "loss": loss}
 
@@ -84,7 +92,7 @@ def foundation_dir(preset: str) -> Path:
     return FOUNDATION_ROOT / preset
 
 
-def ensure_foundation(preset: str, runs_root: str | Path = "runs", progress: bool = True) -> Path:
+def ensure_foundation(preset: str, runs_root: str | Path | None = None, progress: bool = True) -> Path:
     """The preset's foundation directory. The shipped one (``foundation/<preset>/``) is used when present;
     the tiny preset's is trained on the spot when missing (about a minute on a CPU); for the small preset a
     missing foundation is an error that names the command that makes it."""
@@ -92,7 +100,8 @@ def ensure_foundation(preset: str, runs_root: str | Path = "runs", progress: boo
     if (shipped / "model.safetensors").is_file():
         return shipped
     if preset == "tiny":
-        return pretrain("tiny", runs_root=runs_root, out=str(Path(runs_root) / "foundation-tiny"), progress=progress)
+        runs_root = Path(runs_root or default_runs_root())
+        return pretrain("tiny", runs_root=runs_root, out=str(runs_root / "foundation-tiny"), progress=progress)
     raise FileNotFoundError(
         f"the {preset} foundation is missing ({shipped}/model.safetensors). It ships with the kit; "
         f"re-create it with `python -m salma pretrain --preset {preset}` (1.5-2 hours on a 2-core CPU)."
@@ -100,10 +109,11 @@ def ensure_foundation(preset: str, runs_root: str | Path = "runs", progress: boo
 
 
 def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None, data_root: str | None = None,
-             foundation: str | None = None, runs_root: str | Path = "runs", progress: bool = True,
+             foundation: str | None = None, runs_root: str | Path | None = None, progress: bool = True,
              eval_limit: int = 400) -> RunResult:
     """One ablation run: ``variant`` fine-tuned from the preset's foundation (cached by config hash)."""
     cfg = variant_config(preset, variant, seed, steps)
+    runs_root = Path(runs_root or default_runs_root())
     found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
     spec = RunSpec(stage="finetune", data_root=str(synref_root(preset, data_root)), init_from=str(found),
                    name=f"{preset}-{variant}-s{seed}", eval_limit=eval_limit, checkpoint_every=100,
@@ -114,17 +124,18 @@ def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None,
 # Foundation recipe per preset: stage 0 (SAM-2 class-agnostic) then stage 1 (Sa2VA baseline).
 PRETRAIN_RECIPE: dict[str, dict] = {
     "tiny": {"stage0_steps": 40, "stage1_steps": 40, "batch_size": 8, "lr0": 3e-4, "lr1": 3e-4, "batch_size1": 8},
-    "small": {"stage0_steps": 1200, "stage1_steps": 3000, "batch_size": 16, "lr0": 3e-4, "lr1": 3e-4,
+    "small": {"stage0_steps": 1200, "stage1_steps": 4000, "batch_size": 16, "lr0": 3e-4, "lr1": 3e-4,
               "batch_size1": 32},
 }
 
 
-def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path = "runs", out: str | None = None,
+def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | None = None, out: str | None = None,
              stage0_steps: int | None = None, stage1_steps: int | None = None, progress: bool = True) -> Path:
     """Train the foundation (stage 0 then stage 1), then write it to ``foundation/<preset>/`` with a manifest."""
     if preset not in PRETRAIN_RECIPE:
         raise ValueError(f"preset={preset!r} has no foundation recipe; accepted values: {', '.join(PRETRAIN_RECIPE)}")
     recipe = PRETRAIN_RECIPE[preset]
+    runs_root = Path(runs_root or default_runs_root())
     root = synref_root(preset, data_root)
     base = get_preset(preset)
     start = time.time()

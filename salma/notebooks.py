@@ -225,8 +225,8 @@ def defined_names(nb) -> dict[str, int]:
             continue
         try:
             tree = ast.parse(_code_for_ast(_source(cell)))
-        except SyntaxError:
-            continue
+        except SyntaxError:  # a cell that does not parse defines nothing we can measure; executing it fails loudly
+            tree = ast.Module(body=[], type_ignores=[])
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 out[node.name] = max(out.get(node.name, 0), node.end_lineno - node.lineno + 1)
