@@ -55,13 +55,15 @@ def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None =
         raise ValueError(f"variant={variant!r} is not known; accepted values: {', '.join(VARIANTS)}")
     cfg = get_preset(preset)
     _, mba_changes, loss_changes = VARIANTS[variant]
-    train_cfg = dataclasses.replace(cfg.train, seed=seed, **({"steps": steps} if steps else {}))
+    # The preset's fine-tuning recipe first, the caller's seed and steps last (they win).
+    train_cfg = dataclasses.replace(cfg.train, **FINETUNE_RECIPE.get(preset, {}))
+    train_cfg = dataclasses.replace(train_cfg, seed=seed, **({"steps": steps} if steps else {}))
     return dataclasses.replace(
         cfg,
         sam2=dataclasses.replace(cfg.sam2, freeze_encoder=True),
         mba=dataclasses.replace(cfg.mba, **mba_changes),
         loss=dataclasses.replace(cfg.loss, **loss_changes),
-        train=dataclasses.replace(train_cfg, **FINETUNE_RECIPE.get(preset, {})),
+        train=train_cfg,
     )
 
 
