@@ -70,7 +70,7 @@ def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None =
 # Fine-tuning learning rates and lengths the CPU measurements support (see the training issue's note).
 FINETUNE_RECIPE: dict[str, dict] = {
     "tiny": {"lr": 3e-4, "batch_size": 8, "steps": 20},
-    "small": {"lr": 1e-4, "batch_size": 16, "steps": 400},
+    "small": {"lr": 1e-4, "batch_size": 16, "steps": 250},
 }
 # Fine-tuning draws from the first N training images: their frozen-encoder features are computed once per
 # process and shared by every run (a few minutes for 3000 images on a 2-core CPU).
