@@ -221,9 +221,17 @@ def run_dirs(tmp_path_factory) -> tuple[Path, Path]:
     return base / "figures", base / "executed"
 
 
-def _env(monkeypatch, figures: Path) -> None:
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """One run cache for the session's notebooks (05 trains, 06-08 reuse), outside the repository."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def _env(monkeypatch, figures: Path, runs: Path | None = None) -> None:
     monkeypatch.setenv("SALMA_FIGURES_DIR", str(figures))
     monkeypatch.setenv("MPLBACKEND", "agg")
+    if runs is not None:
+        monkeypatch.setenv("SALMA_RUNS_DIR", str(runs))
 
 
 def test_notebooks_found():
@@ -231,9 +239,9 @@ def test_notebooks_found():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_at_ci_sizes(path, run_dirs, monkeypatch):
+def test_notebook_runs_at_ci_sizes(path, run_dirs, runs_dir, monkeypatch):
     figures, executed = run_dirs
-    _env(monkeypatch, figures)
+    _env(monkeypatch, figures, runs_dir)
     params = parameters_for(path, load_ci_parameters(NOTEBOOK_DIR))
     try:
         run_notebook(path, executed, params, timeout=CELL_TIMEOUT, log_output=False)
