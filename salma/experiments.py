@@ -166,6 +166,36 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
     return target
 
 
+FOUNDATION_CHECK_SAMPLES = 200
+
+
+def val_only_root(preset: str) -> Path:
+    """The preset's SynRef val split alone (a few seconds to generate): the same scenes, in the same order,
+    as the val split of the full dataset, since every image is drawn from its own (seed, split, index)."""
+    from salma.data.synref import generate_synref
+
+    cfg = get_preset(preset).data
+    root = REPO_ROOT / "data" / f"synref-{cfg.scene_size}px-seed{cfg.seed}-val{cfg.val_images}"
+    if not (root / "synref" / "instances.json").is_file():
+        generate_synref(root, seed=cfg.seed, scene_size=cfg.scene_size, progress=False,
+                        n_images={"train": 0, "val": cfg.val_images, "testA": 0, "testB": 0})
+    return root
+
+
+def foundation_check(directory: str | Path, preset: str, n: int = FOUNDATION_CHECK_SAMPLES) -> dict:
+    """Re-measure a foundation on the first ``n`` val expressions (CPU, fp32): the number its manifest
+    records and the test re-checks. Returns the RefMetrics rows and the overall cIoU."""
+    from salma.data.refer import ReferDataset
+    from salma.evaluate import evaluate_model
+    from salma.model import SalmaModel
+
+    model = SalmaModel.from_pretrained(directory)
+    result = evaluate_model(model, ReferDataset(val_only_root(preset), "synref", split="val"), limit=n,
+                            progress=False)
+    rows = result.metrics.to_rows()
+    return {"samples": n, "ciou": next(r["cIoU"] for r in rows if r["subset"] == "all"), "rows": rows}
+
+
 def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, data_root: Path,
                      wall_seconds: float) -> None:
     """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve."""
@@ -194,6 +224,7 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
         "sha256": {"model.safetensors": _sha256(target / "model.safetensors")},
         "licence": "CC0 (trained by the kit on generated data)",
     }
+    manifest["val_check"] = foundation_check(target, preset)
     (target / "manifest.json").write_text(json.dumps(manifest, indent=1, default=float))
     (target / "stage0_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log0))
     (target / "stage1_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log1))
