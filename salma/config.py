@@ -160,7 +160,7 @@ class SalmaConfig:
                 "mllm": {k: v for k, v in d["mllm"].items() if k not in mllm_skip},
                 "mba": {k: d["mba"][k] for k in ("enabled", "num_heads", "router_hidden", "film")}}
 
-    def weights_compatible(self, other: "SalmaConfig") -> bool:
+    def weights_compatible(self, other: SalmaConfig) -> bool:
         """Can weights saved under ``other`` load into a model built from this config? MBA shapes matter
         only when both have MBA (a baseline foundation gives SALMA a fresh MBA)."""
         a, b = self.model_dict(), other.model_dict()
@@ -169,7 +169,7 @@ class SalmaConfig:
         return not (a["mba"]["enabled"] and b["mba"]["enabled"]) or a["mba"] == b["mba"]
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "SalmaConfig":
+    def from_dict(d: dict[str, Any]) -> SalmaConfig:
         def tuples(x: dict[str, Any]) -> dict[str, Any]:
             return {k: tuple(v) if isinstance(v, list) else v for k, v in x.items()}
 

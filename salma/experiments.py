@@ -11,7 +11,6 @@ import dataclasses
 import json
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -209,8 +208,7 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
     log0, log1 = read_log(r0.run_dir), read_log(r1.run_dir)
     manifest = {
         "what": f"SynRef foundation of the {preset} preset: stage 0 (SAM-2 class-agnostic) + stage 1 (Sa2VA)",
-        "command": " ".join(["python -m salma pretrain"] + sys.argv[1:]) if "salma" in sys.argv[0] else
-        f"python -m salma pretrain --preset {preset}",
+        "command": f"python -m salma pretrain --preset {preset}",
         "config_hash": model.cfg.hash(),
         "git_commit": git_commit(),
         "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size},

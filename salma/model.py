@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from salma.config import SalmaConfig, validate
 from salma.losses import boundary_loss, segmentation_loss, tmc_loss
@@ -74,7 +74,7 @@ class Batch:
     sizes: list[tuple[int, int]] = field(default_factory=list)
     features: SAM2Features | None = None  # precomputed SAM-2 features of sam_images (frozen encoder)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         if self.features is not None:
             moved["features"] = self.features.to(device)
@@ -324,7 +324,7 @@ class SalmaModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, cfg: SalmaConfig | None = None) -> "SalmaModel":
+    def from_pretrained(cls, directory: str | os.PathLike, cfg: SalmaConfig | None = None) -> SalmaModel:
         """Load a directory written by ``save_pretrained`` (local only). ``cfg`` may change the non-shape
         parts (MBA mode, losses, recipe); a config whose weight shapes differ raises ValueError."""
         from transformers import AutoTokenizer

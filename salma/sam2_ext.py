@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from salma.config import SAM2Config
 
@@ -89,15 +89,15 @@ class SAM2Features:
     image_embed: torch.Tensor
     high_res: list[torch.Tensor]
 
-    def select(self, index: torch.Tensor) -> "SAM2Features":
+    def select(self, index: torch.Tensor) -> SAM2Features:
         """Features of the given batch rows (e.g. one image's features for several expressions)."""
         return SAM2Features(self.image_embed[index], [f[index] for f in self.high_res])
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "SAM2Features":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> SAM2Features:
         return SAM2Features(self.image_embed.to(device, dtype), [f.to(device, dtype) for f in self.high_res])
 
     @staticmethod
-    def stack(items: list["SAM2Features"]) -> "SAM2Features":
+    def stack(items: list[SAM2Features]) -> SAM2Features:
         """Concatenate along the batch dimension."""
         return SAM2Features(torch.cat([i.image_embed for i in items]),
                             [torch.cat([i.high_res[k] for i in items]) for k in range(len(items[0].high_res))])

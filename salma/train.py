@@ -44,6 +44,7 @@ from salma.data.refer import ReferDataset
 from salma.losses import dice_loss, segmentation_loss, sigmoid_bce_loss
 from salma.mba import linear_warmup
 from salma.model import SalmaModel
+from salma.sam2_ext import SAM2Features
 
 STAGES = ("stage0", "stage1", "finetune")
 
@@ -99,14 +100,14 @@ class TrainScenes:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def features(self, indices: list[int], model: SalmaModel) -> "SAM2Features":
+    def features(self, indices: list[int], model: SalmaModel) -> SAM2Features:
         """SAM-2 features of these images from a *frozen* encoder, computed once and kept (fp16, CPU).
 
         Valid only while the encoder does not change (``cfg.sam2.freeze_encoder``). The store is shared by
         every run of this process that has the same encoder weights and data (the ablation's runs all
         start from one foundation), keyed by a fingerprint of those weights.
         """
-        from salma.sam2_ext import SAM2Features, preprocess_images
+        from salma.sam2_ext import preprocess_images
 
         store = _FEATURE_STORES.setdefault((encoder_fingerprint(model), str(self.dataset.data_root),
                                             self.dataset.split), {})
@@ -242,7 +243,7 @@ def stage0_loss(model: SalmaModel, scenes: TrainScenes, rng: np.random.Generator
 # ---------------------------------------------------------------------------------------------- schedule
 def lr_at(step: int, total: int, base_lr: float, warmup_ratio: float) -> float:
     """Linear warm-up over ``warmup_ratio * total`` steps, then cosine decay to 0 (paper Sec. 4.1)."""
-    warm = max(1, int(round(warmup_ratio * total)))
+    warm = max(1, round(warmup_ratio * total))
     if step < warm:
         return base_lr * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
