@@ -20,3 +20,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def repo_root() -> Path:
     """The repository's top-level folder (holds pyproject.toml, salma/, notebooks/)."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def fixture_builders():
+    """``tests/fixtures/builders.py``: writers of the hand-made RefCOCOg and MeViS fixtures in the real layouts."""
+    import importlib.util
+
+    path = REPO_ROOT / "tests" / "fixtures" / "builders.py"
+    spec = importlib.util.spec_from_file_location("salma_test_fixture_builders", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +11,9 @@ from PIL import Image
 from salma.data.refer import DATASETS, ReferDataset, ReferSample, decode_segmentation
 
 
-def _builders():
-    path = Path(__file__).parent / "fixtures" / "builders.py"
-    spec = importlib.util.spec_from_file_location("salma_test_fixture_builders", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture()
-def refcocog(tmp_path):
-    expected = _builders().make_refcocog_fixture(tmp_path)
+def refcocog(tmp_path, fixture_builders):
+    expected = fixture_builders.make_refcocog_fixture(tmp_path)
     return tmp_path, expected
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +11,9 @@ from PIL import Image
 from salma.data.video_format import VideoReferDataset
 
 
-def _builders():
-    path = Path(__file__).parent / "fixtures" / "builders.py"
-    spec = importlib.util.spec_from_file_location("salma_test_fixture_builders", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture()
-def mevis(tmp_path):
-    info = _builders().make_mevis_fixture(tmp_path)
+def mevis(tmp_path, fixture_builders):
+    info = fixture_builders.make_mevis_fixture(tmp_path)
     return tmp_path, info
 
 
