@@ -140,26 +140,29 @@ def decode_segmentation(segm, height: int, width: int, ann_id: int | str = "?") 
             raise ValueError(f"annotation {ann_id}: a polygon needs an even number (>= 6) of coordinates")
         rles = mask_utils.frPyObjects(polys, height, width)
     elif all(isinstance(r, dict) and "counts" in r and "size" in r for r in segm):
-        rles = []
-        for r in segm:
-            size = [int(v) for v in r["size"]]
-            if size != [height, width]:
-                raise ValueError(f"annotation {ann_id}: RLE size {size} differs from the image size "
-                                 f"[{height}, {width}]")
-            counts = r["counts"]
-            if isinstance(counts, list):
-                rles.append(mask_utils.frPyObjects({"size": size, "counts": counts}, height, width))
-            elif isinstance(counts, (str, bytes)):
-                rles.append({"size": size, "counts": counts.encode("ascii") if isinstance(counts, str)
-                             else counts})
-            else:  # bad file content, not a programming error: ValueError like the other forms
-                msg = (f"annotation {ann_id}: RLE counts of unknown type {type(counts).__name__}; "
-                       "expected a str/bytes (compressed) or a list of ints (uncompressed)")
-                raise ValueError(msg)  # noqa: TRY004
+        rles = [rle_for_pycocotools(r, height, width, f"annotation {ann_id}: RLE size {{size}} differs from "
+                                    f"the image size [{height}, {width}]") for r in segm]
     else:
         raise ValueError(f"annotation {ann_id}: segmentation of unknown form (a list of "
                          f"{sorted({type(p).__name__ for p in segm})}); expected {forms}")
     return decode_rle(mask_utils.merge(rles))
+
+
+def rle_for_pycocotools(rle: dict, height: int, width: int, size_error: str) -> dict:
+    """A COCO RLE dict (compressed str/bytes or uncompressed list ``counts``) in the form pycocotools
+    decodes, after checking its size is (height, width); ``size_error`` is the ValueError message when it is
+    not (``{size}`` is filled in with the RLE's size)."""
+    size = [int(v) for v in rle["size"]]
+    if size != [height, width]:
+        raise ValueError(size_error.format(size=size))
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
+    if isinstance(counts, (str, bytes)):
+        return {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    # bad file content, not a programming error: ValueError like the other malformed forms
+    raise ValueError(f"RLE counts of unknown type {type(counts).__name__}; expected a str/bytes "
+                     "(compressed) or a list of ints (uncompressed)")
 
 
 class ReferDataset:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 from PIL import Image
 
-from salma.data.refer import decode_rle
+from salma.data.refer import decode_rle, rle_for_pycocotools
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -185,16 +184,8 @@ class VideoReferDataset:
                 for k, rle in enumerate(per_frame):
                     if rle is None:
                         continue
-                    size = [int(v) for v in rle["size"]]
-                    if size != [h, w]:
-                        raise ValueError(f"video {sample.video!r} frame {sample.frames[k]!r}: RLE of anno_id "
-                                         f"{aid!r} has size {size} but the frame is [{h}, {w}]")
-                    counts = rle["counts"]
-                    if isinstance(counts, list):
-                        r = mask_utils.frPyObjects({"size": size, "counts": counts}, h, w)
-                    else:
-                        r = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str)
-                             else counts}
+                    r = rle_for_pycocotools(rle, h, w, f"video {sample.video!r} frame {sample.frames[k]!r}: RLE "
+                                            f"of anno_id {aid!r} has size {{size}} but the frame is [{h}, {w}]")
                     out[k] |= decode_rle(r)
             return out
         if self.annotations_dir.is_dir():
