@@ -65,12 +65,15 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="where to write the foundation (default foundation/<preset>)")
     p.add_argument("--stage0-steps", type=int, default=None)
     p.add_argument("--stage1-steps", type=int, default=None)
+    p.add_argument("--recipe", default="auto", choices=("auto", "cpu", "gpu"),
+                   help="cpu (= auto, on any device): encoder frozen in stage 1; gpu: whole model, batch 64 "
+                        "(measured not to ground; see salma.experiments.PRETRAIN_RECIPES)")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from salma.experiments import pretrain
 
     out = pretrain(args.preset, data_root=args.data, runs_root=args.runs, out=args.out,
-                   stage0_steps=args.stage0_steps, stage1_steps=args.stage1_steps)
+                   stage0_steps=args.stage0_steps, stage1_steps=args.stage1_steps, recipe=args.recipe)
     print(f"foundation written to {out}")
     return 0

@@ -460,7 +460,9 @@ def compute_table(model, inputs: BenchInputs):
     image), hiera (image encoder), projector, prepass (SALMA's pre-pass), mba, extras (pre-pass + MBA, the
     paper's "gating + decoder" row), then rows the paper does not list: llm (prefill), decoder (the language
     pass), sa2va_total, extras_pct. Returns a pandas DataFrame."""
-    with frozen(model):
+    # Under the device's autocast, as the forward that made ``inputs`` ran (bf16 tensors on CUDA); the
+    # counts depend on shapes only.
+    with frozen(model), autocast_for(inputs.device):
         return _compute_table(model, inputs)
 
 

@@ -78,15 +78,25 @@ FINETUNE_IMAGES: dict[str, int | None] = {"tiny": None, "small": 3000}
 
 def synref_root(preset: str, data_root: str | Path | None = None) -> Path:
     """The SynRef dataset of a preset, generated (deterministically) on first use under ``data/``."""
-    from salma.data.synref import generate_synref
+    from salma.data.synref import GENERATOR_VERSION, generate_synref
 
     cfg = get_preset(preset).data
-    root = Path(data_root) if data_root else REPO_ROOT / "data" / f"synref-{cfg.scene_size}px-seed{cfg.seed}-{cfg.train_images}"
+    # The generator version is in the folder name: runs are cached by their data root, so a new generator
+    # must never be mistaken for the old one's data.
+    root = Path(data_root) if data_root else (
+        REPO_ROOT / "data" / f"{GENERATOR_VERSION}-{cfg.scene_size}px-seed{cfg.seed}-{cfg.train_images}")
     if not (root / "synref" / "instances.json").is_file():
-        generate_synref(root, seed=cfg.seed, scene_size=cfg.scene_size,
+        generate_synref(root, seed=cfg.seed, scene_size=cfg.scene_size, workers=_generator_workers(),
                         n_images={"train": cfg.train_images, "val": cfg.val_images,
                                   "testA": cfg.test_images, "testB": cfg.test_images})
     return root
+
+
+def _generator_workers() -> int:
+    """Processes for generating SynRef: all cores but one (the output does not depend on it)."""
+    import os
+
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
 def foundation_dir(preset: str) -> Path:
@@ -122,46 +132,76 @@ def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None,
     return train(cfg, spec, runs_root=runs_root, progress=progress)
 
 
-# Foundation recipe per preset: stage 0 (SAM-2 class-agnostic) then stage 1 (Sa2VA baseline).
-PRETRAIN_RECIPE: dict[str, dict] = {
-    "tiny": {"stage0_steps": 40, "stage1_steps": 40, "batch_size": 8, "lr0": 3e-4, "lr1": 3e-4, "batch_size1": 8},
-    "small": {"stage0_steps": 1200, "stage1_steps": 4000, "batch_size": 16, "lr0": 3e-4, "lr1": 3e-4,
-              "batch_size1": 32},
+# Foundation recipes per preset: stage 0 (SAM-2 class-agnostic) then stage 1 (Sa2VA baseline).
+# "cpu" (the default on any device; it made the shipped foundation) keeps the SAM-2 image encoder frozen in
+# stage 1, its features computed once and cached, which makes a 2-core CPU run feasible. "gpu" trains the
+# whole model with batch 64 as the probe that grounded did (REFERENCE 9). Measured on one H100 (2026-11-23,
+# SynRef with decoys): stage 0 reached point cIoU 0.82 and prior/union IoU 0.97 in 1500 steps (0.16 s/step),
+# but stage 1 (3500 steps, 0.12 s/step) stayed at val cIoU 0.22 (0.218 / 0.215 / 0.213 at steps 1000-3000):
+# it did not ground, so it is not the default.
+PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
+    "tiny": {
+        "cpu": {"stage0_steps": 40, "stage1_steps": 40, "batch_size": 8, "lr0": 3e-4, "lr1": 3e-4,
+                "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0},
+    },
+    "small": {
+        "cpu": {"stage0_steps": 1200, "stage1_steps": 4000, "batch_size": 16, "lr0": 3e-4, "lr1": 3e-4,
+                "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 250},
+        "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,
+                "batch_size1": 64, "freeze_encoder1": False, "eval_every1": 1000},
+    },
 }
+RECIPE_KINDS = ("auto", "cpu", "gpu")
+
+
+def pretrain_recipe(preset: str, kind: str = "auto") -> tuple[str, dict]:
+    """(resolved kind, recipe) of a preset; ``auto`` is ``cpu`` (see PRETRAIN_RECIPES)."""
+    if preset not in PRETRAIN_RECIPES:
+        raise ValueError(f"preset={preset!r} has no foundation recipe; accepted values: {', '.join(PRETRAIN_RECIPES)}")
+    if kind not in RECIPE_KINDS:
+        raise ValueError(f"recipe={kind!r}; accepted values: {', '.join(RECIPE_KINDS)}")
+    recipes = PRETRAIN_RECIPES[preset]
+    if kind == "auto":
+        kind = "cpu"
+    if kind not in recipes:
+        raise ValueError(f"the {preset} preset has no {kind!r} recipe; accepted values: {', '.join(recipes)}")
+    return kind, recipes[kind]
 
 
 def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | None = None, out: str | None = None,
-             stage0_steps: int | None = None, stage1_steps: int | None = None, progress: bool = True) -> Path:
+             stage0_steps: int | None = None, stage1_steps: int | None = None, progress: bool = True,
+             recipe: str = "auto") -> Path:
     """Train the foundation (stage 0 then stage 1), then write it to ``foundation/<preset>/`` with a manifest."""
-    if preset not in PRETRAIN_RECIPE:
-        raise ValueError(f"preset={preset!r} has no foundation recipe; accepted values: {', '.join(PRETRAIN_RECIPE)}")
-    recipe = PRETRAIN_RECIPE[preset]
+    kind, recipe_values = pretrain_recipe(preset, recipe)
     runs_root = Path(runs_root or default_runs_root())
     root = synref_root(preset, data_root)
     base = get_preset(preset)
     start = time.time()
-    s0 = stage0_steps or recipe["stage0_steps"]
+    s0 = stage0_steps or recipe_values["stage0_steps"]
     cfg0 = dataclasses.replace(base, mba=MBAConfig(enabled=False),
                                sam2=dataclasses.replace(base.sam2, freeze_encoder=False),
-                               train=dataclasses.replace(base.train, lr=recipe["lr0"], batch_size=recipe["batch_size"],
+                               train=dataclasses.replace(base.train, lr=recipe_values["lr0"],
+                                                         batch_size=recipe_values["batch_size"],
                                                          steps=s0, warmup_ratio=0.02))
     r0 = train(cfg0, RunSpec(stage="stage0", data_root=str(root), name=f"{preset}-stage0", checkpoint_every=100),
                runs_root=runs_root, progress=progress)
-    s1 = stage1_steps or recipe["stage1_steps"]
+    s1 = stage1_steps or recipe_values["stage1_steps"]
     cfg1 = dataclasses.replace(
         cfg0, loss=LossConfig(tmc_weight=0.0, boundary_weight=0.0),
-        sam2=dataclasses.replace(base.sam2, freeze_encoder=True),
-        train=dataclasses.replace(cfg0.train, lr=recipe["lr1"], steps=s1, warmup_ratio=0.02,
-                                  batch_size=recipe["batch_size1"]))
+        sam2=dataclasses.replace(base.sam2, freeze_encoder=recipe_values["freeze_encoder1"]),
+        train=dataclasses.replace(cfg0.train, lr=recipe_values["lr1"], steps=s1, warmup_ratio=0.02,
+                                  batch_size=recipe_values["batch_size1"]))
     r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root), init_from=str(r0.final), name=f"{preset}-stage1",
-                             eval_every=250, eval_limit=400, checkpoint_every=100, prior_loss_weight=0.2,
-                             seg_bce_weight=0.5, seg_dice_weight=2.0), runs_root=runs_root, progress=progress)
+                             eval_every=recipe_values["eval_every1"], eval_limit=400, checkpoint_every=100,
+                             prior_loss_weight=0.2, seg_bce_weight=0.5, seg_dice_weight=2.0),
+               runs_root=runs_root, progress=progress)
     target = Path(out) if out else foundation_dir(preset)
     if (target / "manifest.json").is_file() and (target / "model.safetensors").is_file():
         manifest = json.loads((target / "manifest.json").read_text())
         if manifest.get("stage1_run") == str(r1.run_dir):
             return target  # already written from this very run
-    write_foundation(r1, r0, target, preset, root, time.time() - start)
+    used = {**recipe_values, "stage0_steps": s0, "stage1_steps": s1}  # what ran, overrides included
+    write_foundation(r1, r0, target, preset, root, time.time() - start, recipe=(kind, used))
     return target
 
 
@@ -171,10 +211,10 @@ FOUNDATION_CHECK_SAMPLES = 200
 def val_only_root(preset: str) -> Path:
     """The preset's SynRef val split alone (a few seconds to generate): the same scenes, in the same order,
     as the val split of the full dataset, since every image is drawn from its own (seed, split, index)."""
-    from salma.data.synref import generate_synref
+    from salma.data.synref import GENERATOR_VERSION, generate_synref
 
     cfg = get_preset(preset).data
-    root = REPO_ROOT / "data" / f"synref-{cfg.scene_size}px-seed{cfg.seed}-val{cfg.val_images}"
+    root = REPO_ROOT / "data" / f"{GENERATOR_VERSION}-{cfg.scene_size}px-seed{cfg.seed}-val{cfg.val_images}"
     if not (root / "synref" / "instances.json").is_file():
         generate_synref(root, seed=cfg.seed, scene_size=cfg.scene_size, progress=False,
                         n_images={"train": 0, "val": cfg.val_images, "testA": 0, "testB": 0})
@@ -196,7 +236,7 @@ def foundation_check(directory: str | Path, preset: str, n: int = FOUNDATION_CHE
 
 
 def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, data_root: Path,
-                     wall_seconds: float) -> None:
+                     wall_seconds: float, recipe: tuple[str, dict] | None = None) -> None:
     """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve."""
     from salma.model import SalmaModel
     from salma.train import _sha256, read_log
@@ -208,7 +248,10 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
     log0, log1 = read_log(r0.run_dir), read_log(r1.run_dir)
     manifest = {
         "what": f"SynRef foundation of the {preset} preset: stage 0 (SAM-2 class-agnostic) + stage 1 (Sa2VA)",
-        "command": f"python -m salma pretrain --preset {preset}",
+        "command": f"python -m salma pretrain --preset {preset}" + (f" --recipe {recipe[0]}" if recipe else "")
+        + "".join(f" --stage{i}-steps {recipe[1][f'stage{i}_steps']}" for i in (0, 1)
+                  if recipe and recipe[1][f"stage{i}_steps"] != PRETRAIN_RECIPES[preset][recipe[0]][f"stage{i}_steps"]),
+        "recipe": recipe[1] if recipe else None,
         "config_hash": model.cfg.hash(),
         "git_commit": git_commit(),
         "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size},

@@ -129,33 +129,15 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
-class SalmaModel(nn.Module):
-    """Sa2VA + SALMA on the real ``sam2`` SAM-2 and transformers InternVL (see module docstring)."""
+class BatchCollator:
+    """Builds ``Batch``es on the CPU from images, expressions and masks. It holds the config, tokenizer and
+    prompt builder but no weights, so DataLoader worker processes can run it (training prefetches batches)."""
 
-    def __init__(self, cfg: SalmaConfig, tokenizer=None):
-        super().__init__()
-        self.cfg = validate(cfg)
-        if tokenizer is None and cfg.mllm.local_path is None:
-            from salma.data.synref import vocabulary
+    def __init__(self, cfg: SalmaConfig, tokenizer, prompts: PromptBuilder):
+        self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
 
-            tokenizer = build_synthetic_tokenizer(vocabulary())
-        self.mllm, self.tokenizer = build_internvl(cfg.mllm, tokenizer)
-        if cfg.mllm.lora:
-            apply_lora(self.mllm, cfg.mllm)
-        if cfg.mllm.freeze_vision:
-            freeze_vision(self.mllm)
-        self.sam = LanguageSAM2(build_sam2_model(cfg.sam2))
-        if cfg.sam2.freeze_encoder:
-            self.sam.freeze_image_encoder()
-        hidden = self.mllm.config.text_config.hidden_size
-        self.text_hidden_fcs = text_hidden_fcs(hidden, cfg.sam2.prompt_dim)
-        self.mba = MaskBiasedAttention(cfg.mba, cfg.sam2.prompt_dim) if cfg.mba.enabled else None
-        self.prompts = PromptBuilder(self.tokenizer, cfg.mllm.image_tokens)
-        self.train(False)
-
-    # ------------------------------------------------------------------ batching
-    def make_batch(self, images: list[np.ndarray], expressions: list[str], masks: list[np.ndarray] | None = None,
-                   image_index: list[int] | None = None, answer: str = ANSWER) -> Batch:
+    def __call__(self, images: list[np.ndarray], expressions: list[str], masks: list[np.ndarray] | None = None,
+                 image_index: list[int] | None = None, answer: str = ANSWER) -> Batch:
         """Collate uint8 images (H, W, 3), expressions and optional bool GT masks (H, W) into a ``Batch``.
 
         ``image_index[b]`` says which of ``images`` expression b refers to (default: one image each).
@@ -190,6 +172,41 @@ class SalmaModel(nn.Module):
             pixel_values=torch.cat(tiles), gt_masks=gt,
             sizes=[images[i].shape[:2] for i in image_index], **ids,
         )
+
+
+class SalmaModel(nn.Module):
+    """Sa2VA + SALMA on the real ``sam2`` SAM-2 and transformers InternVL (see module docstring)."""
+
+    def __init__(self, cfg: SalmaConfig, tokenizer=None):
+        super().__init__()
+        self.cfg = validate(cfg)
+        if tokenizer is None and cfg.mllm.local_path is None:
+            from salma.data.synref import vocabulary
+
+            tokenizer = build_synthetic_tokenizer(vocabulary())
+        self.mllm, self.tokenizer = build_internvl(cfg.mllm, tokenizer)
+        if cfg.mllm.lora:
+            apply_lora(self.mllm, cfg.mllm)
+        if cfg.mllm.freeze_vision:
+            freeze_vision(self.mllm)
+        self.sam = LanguageSAM2(build_sam2_model(cfg.sam2))
+        if cfg.sam2.freeze_encoder:
+            self.sam.freeze_image_encoder()
+        hidden = self.mllm.config.text_config.hidden_size
+        self.text_hidden_fcs = text_hidden_fcs(hidden, cfg.sam2.prompt_dim)
+        self.mba = MaskBiasedAttention(cfg.mba, cfg.sam2.prompt_dim) if cfg.mba.enabled else None
+        self.prompts = PromptBuilder(self.tokenizer, cfg.mllm.image_tokens)
+        self.train(False)
+
+    # ------------------------------------------------------------------ batching
+    def make_batch(self, images: list[np.ndarray], expressions: list[str], masks: list[np.ndarray] | None = None,
+                   image_index: list[int] | None = None, answer: str = ANSWER) -> Batch:
+        """Collate images, expressions and optional GT masks into a ``Batch`` (see ``BatchCollator``)."""
+        return self.collator(images, expressions, masks, image_index, answer)
+
+    @property
+    def collator(self) -> "BatchCollator":
+        return BatchCollator(self.cfg, self.tokenizer, self.prompts)
 
     # ------------------------------------------------------------------ pieces
     @property

@@ -196,6 +196,48 @@ def draw_points(scenes: TrainScenes, rng: np.random.Generator, batch_size: int, 
     return images, masks, np.array(points, dtype=np.float32), np.array(owner), unions
 
 
+class ReferringBatches(torch.utils.data.IterableDataset):
+    """The referring micro-batches of optimizer steps [start, total) of one process, ready to run.
+
+    Each item is (step, [(Batch, unions (B, 1, S, S), image indices)] * grad_accum). Batches depend only on
+    (seed, step, micro, rank), so they are identical whether made in this process or in DataLoader workers
+    (worker w makes the steps start + w, start + w + n, ...; the loader returns them round-robin, in order).
+    On a GPU the CPU-side collation (tokenising, resizing) would otherwise leave the accelerator idle.
+    """
+
+    def __init__(self, scenes: TrainScenes, collator, seed: int, start: int, total: int, grad_accum: int,
+                 rank: int, batch_size: int, sam_size: int):
+        super().__init__()
+        self.scenes, self.collator, self.seed, self.start, self.total = scenes, collator, seed, start, total
+        self.grad_accum, self.rank, self.batch_size, self.sam_size = grad_accum, rank, batch_size, sam_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for k, step in enumerate(range(self.start, self.total)):
+            if k % n_workers != worker:
+                continue
+            micro_batches = []
+            for micro in range(self.grad_accum):
+                rng = batch_rng(self.seed, step, micro, self.rank)
+                images, exprs, masks, unions, indices = draw_referring(self.scenes, rng, self.batch_size)
+                micro_batches.append((self.collator(images, exprs, masks), _mask_tensor(unions, self.sam_size),
+                                      indices))
+            yield step, micro_batches
+
+
+def loader_workers() -> int:
+    """DataLoader worker processes for training batches: ``$SALMA_LOADER_WORKERS`` if set; else 0 on a CPU
+    (the model needs every core) and up to 6 beside a GPU. Batches do not depend on it."""
+    if os.environ.get("SALMA_LOADER_WORKERS"):
+        return int(os.environ["SALMA_LOADER_WORKERS"])
+    return min(6, max(0, (os.cpu_count() or 1) - 2)) if torch.cuda.is_available() else 0
+
+
+def _as_is(item):
+    return item
+
+
 def _mask_tensor(masks: list[np.ndarray], size: int) -> torch.Tensor:
     t = torch.stack([torch.as_tensor(m.astype(np.float32)) for m in masks])[:, None]
     return F.interpolate(t, size=(size, size), mode="nearest")
@@ -350,8 +392,12 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
                                                                                       accelerator.is_main_process),
                initial=start, total=total)
     done_here = 0
+    items = _step_items(spec, scenes, core, cfg, start, total, rank, per_process)
     for step in bar:
         t0 = time.perf_counter()
+        item_step, micro_batches = next(items) if items is not None else (step, None)
+        if item_step != step:
+            raise RuntimeError(f"batch stream out of order: got step {item_step}, expected {step}")
         lr = lr_at(step, total, cfg.train.lr, cfg.train.warmup_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -364,7 +410,8 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
             with accelerator.no_sync(model) if not sync else _null():
                 with accelerator.autocast():
                     parts = step_losses(model, core, spec, scenes, rng, per_process, accelerator.device,
-                                        gamma_scale, aux_scale)
+                                        gamma_scale, aux_scale,
+                                        micro_batches[micro] if micro_batches is not None else None)
                 accelerator.backward(parts["total"] / cfg.train.grad_accum)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum
@@ -409,20 +456,41 @@ class _null:
         return False
 
 
+def _step_items(spec: RunSpec, scenes: TrainScenes, core: SalmaModel, cfg: SalmaConfig, start: int, total: int,
+                rank: int, batch_size: int):
+    """Iterator over (step, micro-batches) for referring stages (None for stage 0, drawn in the loop)."""
+    if spec.stage == "stage0":
+        return None
+    stream = ReferringBatches(scenes, core.collator, cfg.train.seed, start, total, cfg.train.grad_accum, rank,
+                              batch_size, core.cfg.sam2.image_size)
+    workers = loader_workers()
+    if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer runs in forked workers
+    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                            prefetch_factor=4 if workers else None,
+                                            persistent_workers=False))
+
+
 def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng, batch_size: int,
-                device, gamma_scale: float, aux_scale: float) -> dict[str, torch.Tensor]:
-    """One micro-batch's losses for the run's stage. ``model`` may be DDP-wrapped; ``core`` is not."""
+                device, gamma_scale: float, aux_scale: float, prepared=None) -> dict[str, torch.Tensor]:
+    """One micro-batch's losses for the run's stage. ``model`` may be DDP-wrapped; ``core`` is not.
+
+    ``prepared``: (Batch, unions (B, 1, S, S), image indices) made by ``ReferringBatches``; drawn from
+    ``rng`` here when None."""
     if spec.stage == "stage0":
         return stage0_loss(core, scenes, rng, batch_size, device)
-    images, exprs, masks, unions, indices = draw_referring(scenes, rng, batch_size)
-    batch = core.make_batch(images, exprs, masks)
+    if prepared is None:
+        images, exprs, masks, unions, indices = draw_referring(scenes, rng, batch_size)
+        batch, union_t = core.make_batch(images, exprs, masks), _mask_tensor(unions, core.cfg.sam2.image_size)
+    else:
+        batch, union_t, indices = prepared
     if core.cfg.sam2.freeze_encoder:
         batch.features = scenes.features(indices, core)
     batch = batch.to(device)
     out = model(batch, gamma_scale=gamma_scale, aux_scale=aux_scale)
     parts = dict(out.parts)
     if spec.prior_loss_weight > 0:
-        target = _mask_tensor(unions, core.cfg.sam2.image_size).to(device)
+        target = union_t.to(device)
         parts["prior"] = union_loss(core, out.features, target)
         parts["total"] = parts["total"] + spec.prior_loss_weight * parts["prior"]
     return parts

@@ -14,6 +14,7 @@ from salma.data.manifest import default_manifest_path, verify, write_manifest
 from salma.data.refer import ReferDataset
 from salma.data.synref import (
     DEFAULT_N_IMAGES,
+    DEFAULT_SPEC,
     GENERATOR_VERSION,
     KINDS,
     SHADES,
@@ -226,3 +227,29 @@ def test_default_manifest_matches_generator():
 def test_default_dataset_regenerates_to_manifest(tmp_path):
     root = generate_synref(tmp_path / "default", progress=False)
     assert verify(root, default_manifest_path("synref")) == []
+
+
+def test_decoys_share_colour_or_shape_and_force_longer_descriptions():
+    """distractor_decoy_prob=1: beside each distractor target sit small objects sharing its colour or its
+    shape; the default (0) draws nothing, so synref-1.0 scenes are unchanged by the knob's existence."""
+    from dataclasses import replace
+
+    spec = replace(DEFAULT_SPEC, distractor_decoy_prob=1.0, distractor_two_groups_prob=0.0)
+    n_checked = 0
+    for index in range(60):
+        if make_scene(7, "train", index, 64).kind != "distractor":
+            continue
+        scene = make_scene(7, "train", index, 64, spec)
+        if scene.kind != "distractor":
+            continue  # the kind is drawn first, from the same stream, so this does not happen
+        e = scene.expressions[0]
+        t = scene.objects[e.target]
+        others = [o for k, o in enumerate(scene.objects) if k != e.target and k not in e.distractors]
+        small = [o for o in others if o.size_class == "small"]
+        share_colour = [o for o in small if o.colour == t.colour and o.shape != t.shape]
+        share_shape = [o for o in small if o.shape == t.shape and o.colour != t.colour]
+        if len(scene.objects) < DEFAULT_SPEC.max_objects:  # room for both decoys (placed before fillers)
+            assert share_colour and share_shape, (index, e.sentence)
+        assert share_colour or share_shape, (index, e.sentence)
+        n_checked += 1
+    assert n_checked >= 10

@@ -133,3 +133,17 @@ def test_accelerate_launch_two_cpu_processes(tiny_data, tmp_path):
     assert all(r["world"] == "2" for r in results), "two processes must have taken part"
     assert results[0]["final"] == results[1]["final"]
     assert any((tmp_path / "runs").glob("ddp-*/final/model.safetensors")) and results[0]["steps"] == 2
+
+
+def test_loader_workers_give_the_same_training(tiny_data, tmp_path, monkeypatch):
+    """Batches prefetched by DataLoader workers (the GPU path) train exactly as batches made in-process."""
+    cfg = tiny_cfg(steps=3)
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=10, eval_limit=4, name="w")
+    monkeypatch.setenv("SALMA_LOADER_WORKERS", "0")
+    here = train(cfg, spec, runs_root=tmp_path / "a", progress=False)
+    monkeypatch.setenv("SALMA_LOADER_WORKERS", "2")
+    workers = train(cfg, spec, runs_root=tmp_path / "b", progress=False)
+    assert [r["total"] for r in workers.log] == pytest.approx([r["total"] for r in here.log], abs=1e-6)
+    a = load_state_dict(here.final / "model.safetensors")
+    b = load_state_dict(workers.final / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
