@@ -107,21 +107,25 @@ __all__ = [
 
 
 # ============================================================================================ counting
-def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    # Same formula the counter uses for the CUDA SDPA kernels: 2*b*h*s_q*s_k*(d_q + d_v).
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query, key, value)
+def sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one fused attention call, 2*b*h*s_q*s_k*(d_q + d_v) (the counter's own formula), with h the
+    *query* heads: with grouped-query attention (Qwen2's LLM) the key/value heads are fewer, which the
+    counter's formula for the CUDA kernels rejects, while each query head still does the full work."""
+    b, h, s_q, d_q = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * s_q * s_k * (d_q + d_v)
 
 
 def _extra_formulas() -> dict[Any, Callable[..., int]]:
     aten = torch.ops.aten
     extra: dict[Any, Callable[..., int]] = {}
     for name in ("_scaled_dot_product_flash_attention_for_cpu",
-                 "_scaled_dot_product_fused_attention_overrideable"):
+                 "_scaled_dot_product_fused_attention_overrideable",
+                 "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                 "_scaled_dot_product_cudnn_attention"):
         op = getattr(aten, name, None)
         if op is not None:
-            extra[op] = _sdpa_cpu_flops
+            extra[op] = sdpa_flops
     return extra
 
 

@@ -216,3 +216,14 @@ def test_attention_is_split_from_linear_layers():
     assert c.gmac_without_attention * 2e9 == 2 * (1 * 2 * 8 * 4 * 4)
     both = c + c
     assert both.flops == 2 * c.flops and both.attention_flops == 2 * c.attention_flops
+
+
+def test_sdpa_formula_matches_torch_and_counts_query_heads_under_gqa():
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    from salma.efficiency import sdpa_flops
+
+    q, k, v = (2, 8, 10, 16), (2, 8, 12, 16), (2, 8, 12, 32)
+    assert sdpa_flops(q, k, v) == sdpa_flop_count(q, k, v)
+    # Grouped-query attention: 2 key/value heads serve 8 query heads; the work is that of 8 heads.
+    assert sdpa_flops(q, (2, 2, 12, 16), (2, 2, 12, 32)) == sdpa_flop_count(q, k, v)
