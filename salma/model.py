@@ -205,7 +205,7 @@ class SalmaModel(nn.Module):
         return self.collator(images, expressions, masks, image_index, answer)
 
     @property
-    def collator(self) -> "BatchCollator":
+    def collator(self) -> BatchCollator:
         return BatchCollator(self.cfg, self.tokenizer, self.prompts)
 
     # ------------------------------------------------------------------ pieces

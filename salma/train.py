@@ -391,7 +391,6 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
     bar = tqdm(range(start, total), desc=f"{spec.name} [{spec.stage}]", disable=not (progress and
                                                                                       accelerator.is_main_process),
                initial=start, total=total)
-    done_here = 0
     items = _step_items(spec, scenes, core, cfg, start, total, rank, per_process)
     for step in bar:
         t0 = time.perf_counter()
@@ -429,7 +428,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
             append_log(run_dir, row)
             bar.set_postfix(loss=f"{sums['total']:.3f}", **({"val": f"{row['val_ciou']:.3f}"}
                                                             if "val_ciou" in row else {}))
-        done_here += 1
+        done_here = step + 1 - start
         last = step + 1 == total
         if accelerator.is_main_process and ((step + 1) % spec.checkpoint_every == 0 or last):
             save_checkpoint(run_dir, core, optimizer, step + 1)

@@ -31,7 +31,7 @@ def test_small_foundation_remeasures_its_recorded_ciou():
 
 
 def test_missing_small_foundation_names_the_command(monkeypatch, tmp_path):
-    import salma.experiments as experiments
+    from salma import experiments
 
     monkeypatch.setattr(experiments, "FOUNDATION_ROOT", tmp_path)
     with pytest.raises(FileNotFoundError, match="python -m salma pretrain --preset small"):

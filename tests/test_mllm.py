@@ -19,7 +19,7 @@ from salma.mllm import (
     pad_prompts,
 )
 
-WORDS = "red green blue circle square small large left of".split()
+WORDS = ["red", "green", "blue", "circle", "square", "small", "large", "left", "of"]
 
 
 @pytest.fixture(scope="module")

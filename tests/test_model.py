@@ -15,7 +15,7 @@ from salma.config import MBAConfig, get_preset
 from salma.mllm import build_synthetic_tokenizer
 from salma.model import SalmaModel
 
-WORDS = "red green blue circle square triangle small large left right of with a to its".split()
+WORDS = ["red", "green", "blue", "circle", "square", "triangle", "small", "large", "left", "right", "of", "with", "a", "to", "its"]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_bias_and_film_modes_run_and_differ_from_gate(tokenizer, mode, film):
 def test_seg_only_text_source_uses_one_token(tokenizer):
     model = make_model(tokenizer, text_source="seg_only")
     batch = batch_for(model, 2)
-    language, text, valid, _ = model.language(batch)
+    language, text, _valid, _ = model.language(batch)
     assert text.shape == (2, 1, language.shape[1]) and torch.equal(text[:, 0], language)
     full = make_model(tokenizer)
     _, text_full, valid_full, _ = full.language(full.make_batch(*_two(full)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -37,7 +38,7 @@ def tiny_cfg(steps: int = 6, **mba):
 def test_lr_schedule_warmup_then_cosine():
     lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])), "cosine decay is monotone"
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:])), "cosine decay is monotone"
     assert lrs[-1] < 0.01
 
 
@@ -127,7 +128,7 @@ def test_accelerate_launch_two_cpu_processes(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          check=False, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == "2" for r in results), "two processes must have taken part"
