@@ -13,7 +13,7 @@ import sys
 # command name -> (module, help). A module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
 # "module:name" means ``add_<name>_arguments`` and ``run_<name>`` in that module.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("salma.data.cli", "generate or verify a dataset (SynRef) against its manifest"),
+    "data": ("salma.data.cli", "generate or verify a dataset (SynRef, SynRef-Video) against its manifest"),
     "reproduce": ("salma.notebooks", "run every notebook in order with papermill"),
     "pretrain": ("salma.cli_model:pretrain", "train the SynRef foundation (stage 0 SAM-2, stage 1 Sa2VA)"),
     "train": ("salma.cli_model:train", "fine-tune one ablation variant from the foundation"),

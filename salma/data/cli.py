@@ -4,10 +4,12 @@ DESIGN.md ("data verify" of the command line; data_manifests/). Subcommands::
 
     python -m salma data generate synref <root> [--seed 0 --scene-size 64 --train N --val N
                                                  --testA N --testB N --write-manifest PATH]
-    python -m salma data verify synref <root> [--manifest data_manifests/synref.yaml]
+    python -m salma data generate synref_video <root> [--seed 0 --scene-size 64 --frames 12 --train N
+                                                       --valid_u N --write-manifest PATH]
+    python -m salma data verify {synref,synref_video} <root> [--manifest data_manifests/<dataset>.yaml]
     python -m salma data trivial {synref,refcoco,refcoco+,refcocog} <root> --split val
                                  [--split-by unc --image-root DIR --limit N]
-    python -m salma data manifest synref <root> [--out data_manifests/synref.yaml]
+    python -m salma data manifest {synref,synref_video} <root> [--out data_manifests/<dataset>.yaml]
 """
 
 from __future__ import annotations
@@ -18,32 +20,44 @@ import time
 from pathlib import Path
 
 from salma.data.synref import DEFAULT_N_IMAGES, SPLITS
+from salma.data.synref_video import DEFAULT_N_VIDEOS
+from salma.data.synref_video import SPLITS as VIDEO_SPLITS
+
+# The synthetic datasets: name -> (default count per split, what a split counts).
+GENERATED = {"synref": (DEFAULT_N_IMAGES, "images"), "synref_video": (DEFAULT_N_VIDEOS, "clips")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``data`` subcommands to ``parser``."""
     sub = parser.add_subparsers(dest="data_command", required=True)
 
-    g = sub.add_parser("generate", help="generate a synthetic dataset (SynRef) in the refer format")
-    g.add_argument("dataset", choices=["synref"])
-    g.add_argument("root", type=Path, help="output folder (images/ and synref/ are written inside)")
+    g = sub.add_parser("generate", help="generate a synthetic dataset: SynRef (refer format) or SynRef-Video "
+                                        "(Ref-YouTube-VOS / MeViS layout)")
+    g.add_argument("dataset", choices=list(GENERATED))
+    g.add_argument("root", type=Path, help="output folder (synref: images/ and synref/; synref_video: one "
+                                           "folder per split)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--scene-size", type=int, default=64)
-    for split in SPLITS:
-        g.add_argument(f"--{split}", type=int, default=DEFAULT_N_IMAGES[split], metavar="N",
-                       help=f"images in {split} (default {DEFAULT_N_IMAGES[split]})")
+    g.add_argument("--frames", type=int, default=None, metavar="T",
+                   help="synref_video only: frames per clip, 8..24 (default 12)")
+    # One flag per split of either dataset; its default depends on the dataset, so it is filled in later.
+    for split in dict.fromkeys(SPLITS + VIDEO_SPLITS):
+        defaults = [f"{name} {counts[split]} {unit}" for name, (counts, unit) in GENERATED.items()
+                    if split in counts]
+        g.add_argument(f"--{split}", type=int, default=None, metavar="N",
+                       help=f"size of split {split} (default: {', '.join(defaults)})")
     g.add_argument("--write-manifest", type=Path, default=None, metavar="PATH",
                    help="also write the manifest of the generated data to PATH")
     g.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     g.add_argument("--no-progress", action="store_true")
 
     v = sub.add_parser("verify", help="check a dataset against its manifest (exit 1 on problems)")
-    v.add_argument("dataset", choices=["synref"])
+    v.add_argument("dataset", choices=list(GENERATED))
     v.add_argument("root", type=Path)
     v.add_argument("--manifest", type=Path, default=None, help="default: data_manifests/<dataset>.yaml")
 
     m = sub.add_parser("manifest", help="write the manifest of a dataset on disk")
-    m.add_argument("dataset", choices=["synref"])
+    m.add_argument("dataset", choices=list(GENERATED))
     m.add_argument("root", type=Path)
     m.add_argument("--out", type=Path, default=None, help="default: data_manifests/<dataset>.yaml")
 
@@ -71,12 +85,29 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.data_command == "generate":
         from salma.data.synref import generate_synref
+        from salma.data.synref_video import generate_synref_video
 
+        defaults, unit = GENERATED[args.dataset]
+        # Split flags are shared by both datasets: refuse one the chosen dataset does not have.
+        wrong = [f"--{s}" for s in dict.fromkeys(SPLITS + VIDEO_SPLITS) if s not in defaults
+                 and getattr(args, s) is not None]
+        if args.dataset != "synref_video" and args.frames is not None:
+            wrong.append("--frames")
+        if wrong:
+            raise ValueError(f"{' '.join(wrong)}: not an option of {args.dataset} (its splits: "
+                             f"{' '.join('--' + s for s in defaults)})")
+        counts = {s: defaults[s] if getattr(args, s) is None else getattr(args, s) for s in defaults}
         t0 = time.time()
-        counts = {s: getattr(args, s) for s in SPLITS}
-        generate_synref(args.root, seed=args.seed, scene_size=args.scene_size, n_images=counts,
-                        progress=not args.no_progress, workers=args.workers)
-        print(f"SynRef written to {args.root} ({sum(counts.values())} images, {time.time() - t0:.1f} s)")
+        if args.dataset == "synref_video":
+            frames = {} if args.frames is None else {"n_frames": args.frames}
+            generate_synref_video(args.root, seed=args.seed, scene_size=args.scene_size, n_videos=counts,
+                                  progress=not args.no_progress, workers=args.workers, **frames)
+            name = "SynRef-Video"
+        else:
+            generate_synref(args.root, seed=args.seed, scene_size=args.scene_size, n_images=counts,
+                            progress=not args.no_progress, workers=args.workers)
+            name = "SynRef"
+        print(f"{name} written to {args.root} ({sum(counts.values())} {unit}, {time.time() - t0:.1f} s)")
         if args.write_manifest is not None:
             mf.write_manifest(args.root, args.write_manifest, args.dataset)
             print(f"manifest written to {args.write_manifest}")

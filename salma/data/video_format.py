@@ -13,7 +13,7 @@ Layout read here (per split)::
 MeViS's ``anno_id`` is a list of ids whose masks are unioned (one expression may refer to several
 objects); a null entry is an empty frame. Ground truth comes from ``mask_dict.json`` when the split has
 one, else from ``Annotations/`` with the expression's ``obj_id``. Evaluation (J, F, J&F) lives in
-``salma.metrics``. The kit's synthetic video generator writes this same layout.
+``salma.metrics``. The kit's synthetic video benchmark (``salma.data.synref_video``) writes this same layout.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class VideoReferDataset:
             entry = videos[vid]
             frames = tuple(str(f) for f in entry.get("frames", ()))
             if not frames:
-                raise ValueError(f"video {vid!r} in {self.meta_path} lists zero frames; a clip needs at least one")
+                raise ValueError(f"video {vid!r} in {self.meta_path} lists zero frames; a clip needs at least one: "
+                                 "list its frame names under 'frames' or remove the video")
             exprs = entry.get("expressions", {})
             for eid in sorted(exprs, key=lambda k: (len(str(k)), str(k))):
                 e = exprs[eid]
@@ -123,7 +124,8 @@ class VideoReferDataset:
             if p.is_file():
                 return p
         raise FileNotFoundError(f"video {video!r}: frame {frame!r} is listed in {self.meta_path} but missing "
-                                f"on disk (looked for {base / frame}{{{','.join(FRAME_EXTENSIONS)}}})")
+                                f"on disk (looked for {base / frame}{{{','.join(FRAME_EXTENSIONS)}}}); restore the "
+                                "frame (re-extract or regenerate the split) or remove it from the video's 'frames'")
 
     def load_frames(self, sample: VideoSample) -> np.ndarray:
         """All frames of the sample's clip, uint8 (T, H, W, 3) RGB.
@@ -139,7 +141,7 @@ class VideoReferDataset:
             if out and arr.shape != out[0].shape:
                 raise ValueError(f"video {sample.video!r}: frame {frame!r} is {arr.shape[0]}x{arr.shape[1]} but "
                                  f"frame {sample.frames[0]!r} is {out[0].shape[0]}x{out[0].shape[1]}; all "
-                                 "frames of a clip must have one size")
+                                 "frames of a clip must have one size: re-extract the clip's frames at one size")
             out.append(arr)
         return np.stack(out)
 
@@ -176,7 +178,8 @@ class VideoReferDataset:
             for aid in sample.anno_ids:
                 if aid not in md:
                     raise KeyError(f"video {sample.video!r} expression {sample.exp_id!r}: anno_id {aid!r} is "
-                                   f"absent from {self.mask_dict_path}")
+                                   f"absent from {self.mask_dict_path}; meta_expressions.json and mask_dict.json "
+                                   "must come from one release (re-download or regenerate the split)")
                 per_frame = md[aid]
                 if len(per_frame) != t:
                     raise ValueError(f"video {sample.video!r}: anno_id {aid!r} has {len(per_frame)} masks in "
@@ -185,7 +188,8 @@ class VideoReferDataset:
                     if rle is None:
                         continue
                     r = rle_for_pycocotools(rle, h, w, f"video {sample.video!r} frame {sample.frames[k]!r}: RLE "
-                                            f"of anno_id {aid!r} has size {{size}} but the frame is [{h}, {w}]")
+                                            f"of anno_id {aid!r} has size {{size}} but the frame is [{h}, {w}]; "
+                                            "use the frames the masks were made for (same resolution)")
                     out[k] |= decode_rle(r)
             return out
         if self.annotations_dir.is_dir():
