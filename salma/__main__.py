@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("salma.notebooks", "run every notebook in order with papermill"),
     "pretrain": ("salma.cli_model:pretrain", "train the SynRef foundation (stage 0 SAM-2, stage 1 Sa2VA)"),
     "train": ("salma.cli_model:train", "fine-tune one ablation variant from the foundation"),
-    "evaluate": ("salma.cli_model:evaluate", "evaluate a checkpoint on a refer-format dataset (cIoU, gIoU)"),
+    "evaluate": ("salma.cli_model:evaluate",
+                 "evaluate a checkpoint on refer-format images (cIoU, gIoU); on video data, the floors (J&F)"),
     "bench": ("salma.efficiency", "paper Table 5 (params, GMAC/GFLOP) and Sa2VA vs SALMA latency at paper scale"),
 }
 

@@ -19,7 +19,7 @@ one, else from ``Annotations/`` with the expression's ``obj_id``. Evaluation (J,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +87,14 @@ class VideoReferDataset:
         self.mask_dict_path = self.split_dir / "mask_dict.json"
         self.annotations_dir = self.split_dir / "Annotations"
         self._mask_dict: dict | None = None
+        # SynRef-Video lists every object of a clip (referred or not) under "objects"; real MeViS does not.
+        self._listed_objects: dict[str, tuple[str, ...]] = {}
         samples = []
         for vid in sorted(videos):
             entry = videos[vid]
+            objects = entry.get("objects") or []
+            self._listed_objects[str(vid)] = tuple(str(o["anno_id"]) for o in objects
+                                                   if isinstance(o, dict) and "anno_id" in o)
             frames = tuple(str(f) for f in entry.get("frames", ()))
             if not frames:
                 raise ValueError(f"video {vid!r} in {self.meta_path} lists zero frames; a clip needs at least one: "
@@ -115,6 +120,31 @@ class VideoReferDataset:
     def videos(self) -> list[str]:
         """Video ids with at least one expression, sorted."""
         return sorted({s.video for s in self.samples})
+
+    def samples_for_video(self, video: str) -> list[VideoSample]:
+        """The video's expressions, in dataset order. Raises KeyError naming the video when it has none."""
+        out = [s for s in self.samples if s.video == video]
+        if not out:
+            raise KeyError(f"video {video!r} has no expression in {self.meta_path}")
+        return out
+
+    def object_ids(self, video: str) -> tuple[str, ...]:
+        """Ids of the clip's annotated objects.
+
+        With mask_dict.json: the meta's ``objects`` list when the video has one (SynRef-Video: every object
+        of the clip, referred or not), else the union of the anno_ids its expressions refer to. With
+        Annotations/: the union of the obj_ids its expressions refer to. Order: listed / first mention.
+        """
+        if self.mask_dict_path.is_file() and self._listed_objects.get(video):
+            return self._listed_objects[video]
+        use_anno = self.mask_dict_path.is_file()
+        ids = (i for s in self.samples_for_video(video) for i in (s.anno_ids if use_anno else s.obj_ids))
+        return tuple(dict.fromkeys(ids))
+
+    def object_masks(self, video: str) -> list[tuple[str, np.ndarray]]:
+        """[(object id, (T, H, W) bool visible mask)] for every id of ``object_ids(video)``."""
+        first = self.samples_for_video(video)[0]
+        return [(i, self.load_masks(replace(first, anno_ids=(i,), obj_ids=(i,)))) for i in self.object_ids(video)]
 
     def frame_path(self, video: str, frame: str) -> Path:
         """Path of one frame (.jpg, .jpeg or .png). Raises FileNotFoundError naming video and frame."""
