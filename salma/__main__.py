@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("salma.cli_model:pretrain", "train the SynRef foundation (stage 0 SAM-2, stage 1 Sa2VA)"),
     "train": ("salma.cli_model:train", "fine-tune one ablation variant from the foundation"),
     "evaluate": ("salma.cli_model:evaluate",
-                 "evaluate a checkpoint on refer-format images (cIoU, gIoU); on video data, the floors (J&F)"),
+                 "evaluate a checkpoint on refer-format images (cIoU, gIoU) or on video data (J&F), beside the floors"),
     "bench": ("salma.efficiency", "paper Table 5 (params, GMAC/GFLOP) and Sa2VA vs SALMA latency at paper scale"),
 }
 

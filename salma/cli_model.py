@@ -5,8 +5,9 @@ refer-format dataset and writes ``eval.json`` + ``eval.md`` with the trivial pre
 
 On a video dataset (Ref-YouTube-VOS / MeViS layout: ``<data>/<split>/meta_expressions.json``, or ``--data``
 naming the split folder itself; ``--video`` forces it) the command reports J, F, J&F
-(``salma.evaluate_video``). Video prediction for SalmaModel is not built yet, so there it evaluates the
-trivial floors only (``--trivial-only``, the default without ``--checkpoint``) and refuses a checkpoint.
+(``salma.evaluate_video``): with ``--checkpoint`` the model through ``SalmaModel.predict_video``
+(``--video-mode released`` = Sa2VA's released SAM-2 memory propagation, ``per_frame`` = every frame decoded
+on its own, as trained) beside the trivial floors; without it (or with ``--trivial-only``) the floors only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="read --data as a video dataset (detected when <data>/<split>/meta_expressions.json exists)")
     p.add_argument("--trivial-only", action="store_true",
                    help="video: evaluate only the trivial floors (the default without --checkpoint)")
+    p.add_argument("--video-mode", default="released", choices=("released", "per_frame"),
+                   help="video: released = language prompt on the frames the MLLM read, then SAM-2 memory "
+                        "propagation (Sa2VA's released inference); per_frame = every frame decoded from its own "
+                        "features, no memory (how the decoder is trained; Sa2VA-i)")
+    p.add_argument("--mllm-frames", type=int, default=5, help="video: frames the MLLM reads (Sa2VA: 5)")
+    p.add_argument("--frame-sampling", default="first", choices=("first", "uniform"),
+                   help="video: which frames the MLLM reads: the first ones (Sa2VA) or spread evenly (Sa2VA-i)")
+    p.add_argument("--offload", action="store_true",
+                   help="video: keep frames and SAM-2's per-frame state on the CPU (long clips on a GPU)")
 
 
 def _video_split(args: argparse.Namespace) -> tuple[Path, str] | None:
@@ -80,14 +90,18 @@ def _run_evaluate_video(args: argparse.Namespace, root: Path, split: str) -> int
     from salma.data.video_format import VideoReferDataset
     from salma.evaluate_video import evaluate_video_with_floors, write_video_result
 
-    if args.checkpoint is not None and not args.trivial_only:
-        raise NotImplementedError(
-            f"video prediction for SalmaModel is not built yet (issue #9: SAM-2 video propagation with the "
-            f"language embedding), so checkpoint {args.checkpoint} cannot be evaluated on the video dataset "
-            f"{root / split}; drop --checkpoint (or add --trivial-only) to evaluate the trivial floors")
     ds = VideoReferDataset(root, split)
-    result = evaluate_video_with_floors(None, ds, limit=args.limit)
+    predict_clip = None
     title = f"{args.dataset or root.resolve().name} {split}"
+    if args.checkpoint is not None and not args.trivial_only:
+        from salma.model import SalmaModel
+        from salma.video import clip_predictor
+
+        model = SalmaModel.from_pretrained(args.checkpoint)
+        predict_clip = clip_predictor(model, mode=args.video_mode, mllm_frames=args.mllm_frames,
+                                      frame_sampling=args.frame_sampling, offload=args.offload)
+        title += f" ({args.video_mode})"
+    result = evaluate_video_with_floors(predict_clip, ds, limit=args.limit)
     if args.out is None:
         print(result.to_markdown(title))
         print("(no --out: nothing written)")

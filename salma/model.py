@@ -327,6 +327,24 @@ class SalmaModel(nn.Module):
             ))
         return preds
 
+    @torch.no_grad()
+    def predict_video(self, frames: np.ndarray, expressions: list[str], mode: str = "released",
+                      mllm_frames: int = 5, frame_sampling: str = "first", offload: bool = False) -> list[np.ndarray]:
+        """A clip (T, H, W, 3) uint8 and E expressions -> E bool masks (T, H, W) (``salma.video``).
+
+        The MLLM reads ``mllm_frames`` frames (``frame_sampling`` "first", Sa2VA, or "uniform", Sa2VA-i) and
+        gives one ``[SEG]`` embedding (+ MBA's text tokens) per expression for the whole clip. ``mode``:
+        "released" (Sa2VA's released inference: the embedding prompts the frames the MLLM read, SAM-2's
+        memory propagates through sam2's own loop; SALMA's prior + MBA run on every frame inside it) or
+        "per_frame" (every frame through ``segment``, no memory: how the decoder is trained). ``offload``
+        keeps frames and sam2's per-frame state on the CPU (long clips on a GPU). Masks: sigmoid > 0.5 after
+        bilinear upsampling, as ``predict_image``.
+        """
+        from salma.video import predict_video
+
+        return predict_video(self, frames, expressions, mode=mode, mllm_frames=mllm_frames,
+                             frame_sampling=frame_sampling, offload=offload)
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Write ``salma_config.json``, ``model.safetensors`` (atomically) and the tokenizer to ``directory``."""

@@ -201,7 +201,7 @@ def test_cli_prints_the_floors_on_video_data(synvid, tmp_path, capsys):
 
 
 def test_cli_errors_on_video_data(synvid, tmp_path):
-    with pytest.raises(NotImplementedError, match="video prediction for SalmaModel is not built yet"):
+    with pytest.raises(FileNotFoundError, match="not a SalmaModel checkpoint directory"):
         main(["evaluate", "--data", str(synvid), "--checkpoint", str(tmp_path)])
     with pytest.raises(ValueError, match="split folder 'valid_u' but --split is 'train'"):
         main(["evaluate", "--data", str(synvid / "valid_u"), "--split", "train"])
