@@ -37,6 +37,7 @@ __all__ = [
     "segmentation_loss",
     "sigmoid_bce_loss",
     "sobel_magnitude",
+    "tmc_allowed_pairs",
     "tmc_loss",
     "total_loss",
 ]
@@ -60,27 +61,39 @@ def sigmoid_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
     return per_pixel.flatten(1).mean(1).mean()
 
 
-def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0, skip_empty: bool = False) -> Tensor:
     """Soft Dice loss on sigmoid(logits), per sample, then the batch mean.
 
     logits, target: (B, 1, H, W). Per sample: 1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps); eps
     makes an empty target with an empty prediction cost ~0. Returns a scalar float32 tensor.
+
+    ``skip_empty`` (video frames where the target is absent): the mean runs over samples whose target is
+    non-empty only. On an empty target the soft Dice is sum(p) / (sum(p) + eps), which saturates near 1 as
+    soon as the prediction holds a few pixels of mass: a 5-pixel blob costs about as much as a full-frame
+    mask and the gradient vanishes, so it says nothing useful; BCE (over every sample) is what pushes such
+    frames to empty. With no non-empty target at all the loss is a zero that keeps the graph.
     """
     _check_mask_pair(logits, target, "dice_loss")
     p = torch.sigmoid(logits.float()).flatten(1)
     t = target.float().flatten(1)
     dice = (2.0 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
+    if skip_empty:
+        present = t.sum(1) > 0
+        if not bool(present.any()):
+            return 0.0 * p.sum()
+        return (1.0 - dice[present]).mean()
     return (1.0 - dice).mean()
 
 
 def segmentation_loss(logits: Tensor, target: Tensor, bce_weight: float = 2.0,
-                      dice_weight: float = 0.5) -> dict[str, Tensor]:
+                      dice_weight: float = 0.5, skip_empty_dice: bool = False) -> dict[str, Tensor]:
     """L_seg = bce_weight * BCE + dice_weight * Dice. logits, target: (B, 1, H, W).
 
-    Returns {"bce", "dice", "seg"}: the unweighted parts and the weighted sum (scalars).
+    ``skip_empty_dice``: Dice over the samples with a non-empty target only (see ``dice_loss``); BCE always
+    over all samples. Returns {"bce", "dice", "seg"}: the unweighted parts and the weighted sum (scalars).
     """
     bce = sigmoid_bce_loss(logits, target)
-    dice = dice_loss(logits, target)
+    dice = dice_loss(logits, target, skip_empty=skip_empty_dice)
     return {"bce": bce, "dice": dice, "seg": bce_weight * bce + dice_weight * dice}
 
 
@@ -112,7 +125,22 @@ def masked_average(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return pooled, valid
 
 
-def tmc_loss(visual: Tensor, seg_embed: Tensor, gt_mask: Tensor, temperature: float = 0.15) -> Tensor:
+def tmc_allowed_pairs(groups: Tensor) -> Tensor:
+    """Which (visual row i, text row j) pairs may enter TMC's softmax: (N,) group ids -> (N, N) bool.
+
+    True on the diagonal (the positive) and where the groups differ (a negative); False for two different
+    rows of one group. Video training makes one row per (clip, frame with the target visible) and gives all
+    rows showing the same target object (every frame of a clip, and any other clip of that object in the
+    batch) one group: the same object in another frame is not a negative.
+    """
+    if groups.dim() != 1:
+        raise ValueError(f"tmc_allowed_pairs: groups must be (N,); got {tuple(groups.shape)}")
+    same = groups[:, None] == groups[None, :]
+    return ~same | torch.eye(len(groups), dtype=torch.bool, device=groups.device)
+
+
+def tmc_loss(visual: Tensor, seg_embed: Tensor, gt_mask: Tensor, temperature: float = 0.15,
+             groups: Tensor | None = None) -> Tensor:
     """Text-mask contrast (TMC): symmetric InfoNCE between mask-pooled visual features and [SEG] embeddings.
 
     visual: (B, C, h, w) pre-MBA visual features; seg_embed: (B, C) ``[SEG]`` language embeddings;
@@ -124,6 +152,9 @@ def tmc_loss(visual: Tensor, seg_embed: Tensor, gt_mask: Tensor, temperature: fl
     are excluded (from the positives and from the negatives). With no valid sample the loss is a zero that
     still carries the graph; with one it is exactly 0 (a single pair has no negative). Returns a scalar
     float32 tensor. Never swallows an error: shapes that resizing cannot fix raise ValueError.
+
+    groups: optional (B,) ids; rows of one group are never each other's negatives (``tmc_allowed_pairs``);
+    a row whose only allowed pair is its positive contributes 0.
     """
     if visual.dim() != 4 or seg_embed.dim() != 2:
         raise ValueError(f"tmc_loss: visual must be (B, C, h, w) and seg_embed (B, C); got visual "
@@ -140,6 +171,10 @@ def tmc_loss(visual: Tensor, seg_embed: Tensor, gt_mask: Tensor, temperature: fl
     z_v = F.normalize(z_v[valid], dim=-1)
     z_t = F.normalize(seg_embed.float()[valid], dim=-1)
     logits = z_v @ z_t.T / temperature
+    if groups is not None:
+        if groups.shape != (visual.shape[0],):
+            raise ValueError(f"tmc_loss: groups must be ({visual.shape[0]},); got {tuple(groups.shape)}")
+        logits = logits.masked_fill(~tmc_allowed_pairs(groups.to(logits.device)[valid]), float("-inf"))
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 

@@ -59,6 +59,11 @@ class Batch:
     labels: (B, L); seg_positions: (B,); expression_index / expression_valid: (B, N);
     gt_masks: (B, 1, S, S) float {0, 1} at SAM-2's input size, or None at inference;
     sizes: original (H, W) of each expression's image.
+
+    Video training (``BatchCollator.clips``): the B expression rows are clips, the R = B x K frame rows are
+    the "images" (image_index = arange(R)); clip_index: (R,) which clip (expression row) each frame row
+    belongs to; target_group: (B,) equal ids for clips that show the same target object (TMC negatives);
+    gt_masks: (R, 1, S, S), one per frame row (empty where the target is absent).
     """
 
     sam_images: torch.Tensor
@@ -73,6 +78,8 @@ class Batch:
     gt_masks: torch.Tensor | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)
     features: SAM2Features | None = None  # precomputed SAM-2 features of sam_images (frozen encoder)
+    clip_index: torch.Tensor | None = None
+    target_group: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -173,6 +180,40 @@ class BatchCollator:
             sizes=[images[i].shape[:2] for i in image_index], **ids,
         )
 
+    def clips(self, clips: list[np.ndarray], expressions: list[str], masks: list[np.ndarray],
+              mllm_index: list[list[int]], target_group: list[int] | None = None,
+              answer: str = ANSWER) -> Batch:
+        """Collate B clips for video training (Sa2VA's video recipe) into one ``Batch``.
+
+        clips[b]: (K_b, H, W, 3) uint8 frames; masks[b]: (K_b, H, W) bool, empty where the target is absent;
+        mllm_index[b]: the frames (indices into clips[b]) the MLLM reads, one tile each, as
+        ``salma.video.clip_prompts`` builds them at inference; target_group[b]: clips with equal ids show the
+        same object (default: all different). Every frame becomes a row for SAM-2 (see ``Batch``).
+        """
+        if not (len(clips) == len(expressions) == len(masks) == len(mllm_index)):
+            raise ValueError(f"{len(clips)} clips, {len(expressions)} expressions, {len(masks)} mask stacks and "
+                             f"{len(mllm_index)} frame lists: one of each per clip")
+        s = self.cfg.sam2.image_size
+        tiles, prompts, clip_index, gt, sizes = [], [], [], [], []
+        for b, (frames, expr, m, idx) in enumerate(zip(clips, expressions, masks, mllm_index)):
+            frames, m = np.asarray(frames), np.asarray(m)
+            check_image(frames[0], f"clips[{b}][0]")
+            if frames.dtype != np.uint8 or frames.ndim != 4 or m.shape != frames.shape[:3]:
+                raise ValueError(f"clips[{b}] must be uint8 (K, H, W, 3) with masks (K, H, W); got "
+                                 f"{frames.dtype} {frames.shape} and masks {m.shape}")
+            tiles.append(preprocess_tiles([frames[i] for i in idx], self.cfg.mllm.vision_image_size))
+            prompts.append(self.prompts.build(expr, n_tiles=len(idx), answer=answer))
+            clip_index += [b] * len(frames)
+            gt.append(F.interpolate(torch.as_tensor(m.astype(np.float32))[:, None], size=(s, s), mode="nearest"))
+            sizes += [frames.shape[1:3]] * len(frames)
+        sam_images = torch.cat([preprocess_images(np.asarray(f), s) for f in clips])
+        groups = list(range(len(clips))) if target_group is None else list(target_group)
+        return Batch(
+            sam_images=sam_images, image_index=torch.arange(len(clip_index)), pixel_values=torch.cat(tiles),
+            gt_masks=torch.cat(gt), sizes=sizes, clip_index=torch.tensor(clip_index, dtype=torch.long),
+            target_group=torch.tensor(groups, dtype=torch.long), **pad_prompts(prompts, self.tokenizer.pad_token_id),
+        )
+
 
 class SalmaModel(nn.Module):
     """Sa2VA + SALMA on the real ``sam2`` SAM-2 and transformers InternVL (see module docstring)."""
@@ -267,18 +308,32 @@ class SalmaModel(nn.Module):
         feats = batch.features if batch.features is not None else self.sam.encode_image(batch.sam_images)
         feats = feats.select(batch.image_index)
         language, text, text_mask, lm_loss = self.language(batch)
+        groups, video = None, batch.clip_index is not None
+        if video:
+            # Sa2VA's video training: one [SEG] embedding (and one set of text tokens) per clip, injected into
+            # EVERY frame's decoder pass. Sa2VA trains the decoder per frame, without SAM-2's memory: each
+            # frame goes through `segment` from its own features (prior per frame, detached; MBA per frame),
+            # the path predict_video(mode="per_frame") runs.
+            ci = batch.clip_index
+            language, text, text_mask = language[ci], text[ci], text_mask[ci]
+            groups = batch.target_group[ci] if batch.target_group is not None else ci
         seg = self.segment(feats, language, text, text_mask, gamma_scale=gamma_scale)
         size = batch.gt_masks.shape[-2:]
         logits = F.interpolate(seg.mask_logits, size=size, mode="bilinear", align_corners=False)
         lc = self.cfg.loss
-        parts = dict(segmentation_loss(logits, batch.gt_masks, lc.bce_weight, lc.dice_weight))
+        # Video frames where the target is absent: BCE only (it pushes them to empty); Dice over the frames
+        # that show the target (see losses.dice_loss).
+        parts = dict(segmentation_loss(logits, batch.gt_masks, lc.bce_weight, lc.dice_weight,
+                                       skip_empty_dice=video))
         total = parts["seg"]
         if lm_loss is not None:
             parts["lm"] = lm_loss
             total = total + lc.lm_weight * lm_loss
         if lc.tmc_weight > 0:
             # TMC pools the *pre-MBA* features over the GT mask (resized to the feature map inside tmc_loss).
-            parts["tmc"] = tmc_loss(feats.image_embed, language, batch.gt_masks, lc.tmc_temperature)
+            # Video: one row per (clip, frame with the target visible) (empty frames drop out in tmc_loss);
+            # rows of the same target object are never each other's negatives.
+            parts["tmc"] = tmc_loss(feats.image_embed, language, batch.gt_masks, lc.tmc_temperature, groups=groups)
             total = total + aux_scale * lc.tmc_weight * parts["tmc"]
         if lc.boundary_weight > 0:
             parts["boundary"] = boundary_loss(logits, batch.gt_masks)

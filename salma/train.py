@@ -11,6 +11,14 @@ Stages (DESIGN.md "Foundation, then fine-tuning"):
 - ``stage1``: the Sa2VA baseline on SynRef referring data until it grounds; the dummy-prompt union loss is
   kept as a small auxiliary term so the prior stays meaningful while the decoder learns language.
 - ``finetune``: the ablation unit, from the foundation: baseline, +MBA, +TMC, +boundary, FiLM, bias.
+- ``video``: fine-tuning on a video referring dataset (SynRef-Video / MeViS layout, ``data_root`` holding
+  ``train/meta_expressions.json``) as Sa2VA trains on video: each sample is a contiguous window of
+  ``clip_frames`` frames of one training expression; the MLLM reads ``mllm_frames`` of them (the first ones,
+  or spread evenly) and gives ONE ``[SEG]`` embedding (+ MBA's text tokens) for the clip, which every frame's
+  decoder pass receives. Sa2VA trains the decoder per frame without SAM-2's memory, so every frame goes
+  through ``SalmaModel.segment`` (prior per frame, detached; MBA per frame), exactly the path of
+  ``predict_video(mode="per_frame")``; losses per frame (``SalmaModel.forward``). The run ends with J&F on
+  the ``valid_u`` split, in per-frame and released (SAM-2 memory) modes.
 
 Accelerate places the model (CPU, one GPU, or several processes under ``accelerate launch``: each process
 draws its own part of every batch). Batches are drawn from a generator seeded by (seed, step, micro-step,
@@ -41,12 +49,16 @@ from tqdm.auto import tqdm
 from salma.checkpoint import load_state_dict, save_state_dict
 from salma.config import SalmaConfig
 from salma.data.refer import ReferDataset
+from salma.data.video_format import VideoReferDataset
 from salma.losses import dice_loss, segmentation_loss, sigmoid_bce_loss
 from salma.mba import linear_warmup
 from salma.model import SalmaModel
 from salma.sam2_ext import SAM2Features
 
-STAGES = ("stage0", "stage1", "finetune")
+STAGES = ("stage0", "stage1", "finetune", "video")
+# RunSpec fields that only the video stage reads: left out of other stages' hashes, so adding them kept
+# every image run's cache key.
+VIDEO_FIELDS = ("clip_frames", "mllm_frames", "frame_sampling")
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,24 @@ class RunSpec:
     seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
     seg_dice_weight: float | None = None
     name: str = "run"
+    # video stage only: frames per training clip (a contiguous window), frames the MLLM reads, and which
+    # ("first": Sa2VA; "uniform": spread over the window, Sa2VA-i). train_images then counts videos.
+    clip_frames: int = 5
+    mllm_frames: int = 5
+    frame_sampling: str = "first"
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r}; accepted values: {', '.join(STAGES)}")
+        if self.stage == "video":
+            from salma.video import FRAME_SAMPLING
+
+            if self.clip_frames < 1 or self.mllm_frames < 1:
+                raise ValueError(f"clip_frames={self.clip_frames} and mllm_frames={self.mllm_frames} must be >= 1")
+            if self.frame_sampling not in FRAME_SAMPLING:
+                raise ValueError(f"frame_sampling={self.frame_sampling!r}; accepted: {', '.join(FRAME_SAMPLING)}")
+            if self.prior_loss_weight:
+                raise ValueError("prior_loss_weight is a stage-1 objective on images; the video stage has none")
 
 
 @dataclass
@@ -141,6 +167,57 @@ class TrainScenes:
 _FEATURE_STORES: dict[tuple, dict] = {}
 
 
+class TrainClips:
+    """Random access to the training expressions of a video dataset: (frames, target masks, sample).
+
+    Frames and masks are read once per video / expression and kept in memory (SynRef-Video at 64 px and
+    12 frames: ~150 KB per clip). ``max_videos``: use only the first N videos (sorted ids).
+    """
+
+    def __init__(self, dataset: VideoReferDataset, max_videos: int | None = None):
+        self.dataset = dataset
+        keep = set(dataset.videos()[:max_videos])
+        self.samples = [s for s in dataset.samples if s.video in keep]
+        if not self.samples:
+            raise ValueError(f"{dataset.meta_path} has no expression to train on")
+        self._frames: dict[str, np.ndarray] = {}
+        self._masks: dict[tuple[str, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def frames(self, video: str) -> np.ndarray:
+        if video not in self._frames:
+            self._frames[video] = self.dataset.load_frames(next(s for s in self.samples if s.video == video))
+        return self._frames[video]
+
+    def get(self, i: int):
+        """-> (frames (T, H, W, 3) uint8, target masks (T, H, W) bool, VideoSample)."""
+        s = self.samples[i]
+        key = (s.video, s.exp_id)
+        if key not in self._masks:
+            self._masks[key] = self.dataset.load_masks(s)
+        return self.frames(s.video), self._masks[key], s
+
+    def features(self, keys: list[tuple[str, int]], model: SalmaModel) -> SAM2Features:
+        """Frozen-encoder SAM-2 features of frames ``keys`` = [(video, frame index)], computed once and kept
+        (fp16, CPU), as ``TrainScenes.features`` does for images (same store, its own key)."""
+        from salma.sam2_ext import preprocess_images
+
+        store = _FEATURE_STORES.setdefault(("video", encoder_fingerprint(model), str(self.dataset.root),
+                                            self.dataset.split), {})
+        missing = sorted({k for k in keys if k not in store})
+        for chunk in range(0, len(missing), 64):
+            part = missing[chunk:chunk + 64]
+            images = torch.cat([preprocess_images(self.frames(v)[f], model.cfg.sam2.image_size)
+                                for v, f in part]).to(model.device)
+            with torch.no_grad():
+                feats = model.sam.encode_image(images)
+            for row, key in enumerate(part):
+                store[key] = feats.select(torch.tensor([row])).to("cpu", torch.float16)
+        return SAM2Features.stack([store[k] for k in keys]).to(model.device, torch.float32)
+
+
 def encoder_fingerprint(model: SalmaModel) -> str:
     """A hash of the SAM-2 image encoder's weights (and the decoder's conv_s0/s1 applied with it)."""
     import hashlib
@@ -173,6 +250,31 @@ def draw_referring(scenes: TrainScenes, rng: np.random.Generator, batch_size: in
         masks.append(mask)
         unions.append(np.any(np.stack(objects), axis=0))
     return images, exprs, masks, unions, indices
+
+
+def draw_clips(clips: TrainClips, rng: np.random.Generator, batch_size: int, clip_frames: int,
+               mllm_frames: int = 5, frame_sampling: str = "first"):
+    """B random training expressions, each on a random contiguous window of ``clip_frames`` frames.
+
+    Returns (clips [(K, H, W, 3)], expressions, masks [(K, H, W) bool], mllm_index [[frames the MLLM reads,
+    indices into the window]], target_group [B] (equal for clips of the same target object: same video and
+    objects, whatever the window), keys [(video, frame)] * (B * K) in row order).
+    """
+    from salma.video import sample_frames
+
+    frames_out, exprs, masks, mllm_index, groups, keys = [], [], [], [], [], []
+    targets: dict[tuple, int] = {}
+    for i in rng.integers(0, len(clips), batch_size):
+        frames, target, sample = clips.get(int(i))
+        k = min(clip_frames, len(frames))
+        start = int(rng.integers(0, len(frames) - k + 1))
+        frames_out.append(frames[start:start + k])
+        masks.append(target[start:start + k])
+        exprs.append(sample.text)
+        mllm_index.append(sample_frames(k, mllm_frames, frame_sampling))
+        groups.append(targets.setdefault((sample.video, sample.anno_ids, sample.obj_ids), len(targets)))
+        keys += [(sample.video, f) for f in range(start, start + k)]
+    return frames_out, exprs, masks, mllm_index, groups, keys
 
 
 def draw_points(scenes: TrainScenes, rng: np.random.Generator, batch_size: int, points_per_image: int = 4):
@@ -217,13 +319,33 @@ class ReferringBatches(torch.utils.data.IterableDataset):
         for k, step in enumerate(range(self.start, self.total)):
             if k % n_workers != worker:
                 continue
-            micro_batches = []
-            for micro in range(self.grad_accum):
-                rng = batch_rng(self.seed, step, micro, self.rank)
-                images, exprs, masks, unions, indices = draw_referring(self.scenes, rng, self.batch_size)
-                micro_batches.append((self.collator(images, exprs, masks), _mask_tensor(unions, self.sam_size),
-                                      indices))
-            yield step, micro_batches
+            yield step, [self.micro_batch(batch_rng(self.seed, step, micro, self.rank))
+                         for micro in range(self.grad_accum)]
+
+    def micro_batch(self, rng: np.random.Generator):
+        images, exprs, masks, unions, indices = draw_referring(self.scenes, rng, self.batch_size)
+        return self.collator(images, exprs, masks), _mask_tensor(unions, self.sam_size), indices
+
+
+class ClipBatches(ReferringBatches):
+    """``ReferringBatches`` of the video stage: each micro-batch is (Batch of ``batch_size`` clips (see
+    ``BatchCollator.clips``), None, frame keys), drawn by ``draw_clips`` from the same (seed, step, micro,
+    rank) generator, so resume and DataLoader prefetching behave as for images."""
+
+    def __init__(self, clips: TrainClips, collator, seed: int, start: int, total: int, grad_accum: int,
+                 rank: int, batch_size: int, spec: RunSpec):
+        super().__init__(clips, collator, seed, start, total, grad_accum, rank, batch_size, 0)
+        self.spec = spec
+
+    def micro_batch(self, rng: np.random.Generator):
+        return make_clip_batch(self.scenes, self.collator, rng, self.batch_size, self.spec)
+
+
+def make_clip_batch(clips: TrainClips, collator, rng: np.random.Generator, batch_size: int, spec: RunSpec):
+    """(Batch, None, frame keys) of one video micro-batch (``draw_clips`` + ``BatchCollator.clips``)."""
+    frames, exprs, masks, mllm_index, groups, keys = draw_clips(clips, rng, batch_size, spec.clip_frames,
+                                                               spec.mllm_frames, spec.frame_sampling)
+    return collator.clips(frames, exprs, masks, mllm_index, groups), None, keys
 
 
 def loader_workers() -> int:
@@ -297,7 +419,11 @@ def run_hash(cfg: SalmaConfig, spec: RunSpec) -> str:
     """Hash of the model config and the run spec (the run cache key)."""
     import hashlib
 
-    blob = json.dumps({"cfg": cfg.to_dict(), "spec": asdict(spec), "init": _file_sha(spec.init_from)},
+    fields = asdict(spec)
+    if spec.stage != "video":
+        for k in VIDEO_FIELDS:
+            fields.pop(k)
+    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": _file_sha(spec.init_from)},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -368,7 +494,10 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
                            else loss_cfg.bce_weight, dice_weight=spec.seg_dice_weight
                            if spec.seg_dice_weight is not None else loss_cfg.dice_weight)
     model = build_model(replace(cfg, loss=loss_cfg), spec)
-    scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"), spec.train_images)
+    if spec.stage == "video":
+        scenes = TrainClips(VideoReferDataset(spec.data_root, split="train"), spec.train_images)
+    else:
+        scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"), spec.train_images)
     params = [p for p in model.parameters() if p.requires_grad]
     if spec.stage == "stage0":
         params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.")]
@@ -426,8 +555,8 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
             model.train()
         if accelerator.is_main_process:
             append_log(run_dir, row)
-            bar.set_postfix(loss=f"{sums['total']:.3f}", **({"val": f"{row['val_ciou']:.3f}"}
-                                                            if "val_ciou" in row else {}))
+            val = row.get("val_ciou", row.get("val_jf"))
+            bar.set_postfix(loss=f"{sums['total']:.3f}", **({"val": f"{val:.3f}"} if val is not None else {}))
         done_here = step + 1 - start
         last = step + 1 == total
         if accelerator.is_main_process and ((step + 1) % spec.checkpoint_every == 0 or last):
@@ -460,8 +589,12 @@ def _step_items(spec: RunSpec, scenes: TrainScenes, core: SalmaModel, cfg: Salma
     """Iterator over (step, micro-batches) for referring stages (None for stage 0, drawn in the loop)."""
     if spec.stage == "stage0":
         return None
-    stream = ReferringBatches(scenes, core.collator, cfg.train.seed, start, total, cfg.train.grad_accum, rank,
-                              batch_size, core.cfg.sam2.image_size)
+    if spec.stage == "video":
+        stream = ClipBatches(scenes, core.collator, cfg.train.seed, start, total, cfg.train.grad_accum, rank,
+                             batch_size, spec)
+    else:
+        stream = ReferringBatches(scenes, core.collator, cfg.train.seed, start, total, cfg.train.grad_accum, rank,
+                                  batch_size, core.cfg.sam2.image_size)
     workers = loader_workers()
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer runs in forked workers
@@ -474,10 +607,16 @@ def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng
                 device, gamma_scale: float, aux_scale: float, prepared=None) -> dict[str, torch.Tensor]:
     """One micro-batch's losses for the run's stage. ``model`` may be DDP-wrapped; ``core`` is not.
 
-    ``prepared``: (Batch, unions (B, 1, S, S), image indices) made by ``ReferringBatches``; drawn from
-    ``rng`` here when None."""
+    ``prepared``: (Batch, unions (B, 1, S, S), image indices) made by ``ReferringBatches``, or (Batch, None,
+    frame keys) made by ``ClipBatches`` (video: ``batch_size`` clips); drawn from ``rng`` here when None."""
     if spec.stage == "stage0":
         return stage0_loss(core, scenes, rng, batch_size, device)
+    if spec.stage == "video":
+        batch, _, keys = prepared if prepared is not None else make_clip_batch(scenes, core.collator, rng,
+                                                                                batch_size, spec)
+        if core.cfg.sam2.freeze_encoder:
+            batch.features = scenes.features(keys, core)
+        return dict(model(batch.to(device), gamma_scale=gamma_scale, aux_scale=aux_scale).parts)
     if prepared is None:
         images, exprs, masks, unions, indices = draw_referring(scenes, rng, batch_size)
         batch, union_t = core.make_batch(images, exprs, masks), _mask_tensor(unions, core.cfg.sam2.image_size)
@@ -498,6 +637,9 @@ def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng
 def _quick_eval(core: SalmaModel, spec: RunSpec, accelerator) -> dict:
     if not accelerator.is_main_process:
         return {}
+    if spec.stage == "video":
+        rows = video_eval(core, spec, modes=("per_frame",))["video_val"]["per_frame"]
+        return {"val_jf": next(r["J&F"] for r in rows if r["subset"] == "all")}
     from salma.evaluate import evaluate_model
 
     ds = ReferDataset(spec.data_root, dataset="synref", split="val")
@@ -506,8 +648,29 @@ def _quick_eval(core: SalmaModel, spec: RunSpec, accelerator) -> dict:
     return {"val_ciou": rows["all"]["cIoU"], "val_giou": rows["all"]["gIoU"]}
 
 
+def video_eval(core: SalmaModel, spec: RunSpec, modes: tuple[str, ...] = ("per_frame", "released")) -> dict:
+    """J, F, J&F (``evaluate_video``) on the first ``spec.eval_limit`` expressions of ``valid_u`` in each
+    mode (per_frame: how the decoder is trained; released: Sa2VA's SAM-2 memory propagation). Returns
+    {"video_val": {mode: rows}, "val_limit", "jf": the first mode's overall J&F, "jf_<mode>": each}."""
+    from salma.evaluate_video import evaluate_video
+    from salma.video import clip_predictor
+
+    ds = VideoReferDataset(spec.data_root, split="valid_u")
+    out: dict = {"video_val": {}, "val_limit": spec.eval_limit}
+    for mode in modes:
+        predict = clip_predictor(core, mode=mode, mllm_frames=spec.mllm_frames, frame_sampling=spec.frame_sampling)
+        rows = evaluate_video(predict, ds, limit=spec.eval_limit, progress=False).rows
+        out["video_val"][mode] = rows
+        out[f"jf_{mode}"] = next(r["J&F"] for r in rows if r["subset"] == "all")
+    out["jf"] = out[f"jf_{modes[0]}"]
+    return out
+
+
 def _final_eval(core: SalmaModel, spec: RunSpec) -> dict:
     from salma.evaluate import evaluate_model
+
+    if spec.stage == "video":
+        return video_eval(core, spec)
 
     ds = ReferDataset(spec.data_root, dataset="synref", split="val")
     res = evaluate_model(core, ds, limit=spec.eval_limit, progress=False)
