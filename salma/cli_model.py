@@ -8,6 +8,11 @@ naming the split folder itself; ``--video`` forces it) the command reports J, F,
 (``salma.evaluate_video``): with ``--checkpoint`` the model through ``SalmaModel.predict_video``
 (``--video-mode released`` = Sa2VA's released SAM-2 memory propagation, ``per_frame`` = every frame decoded
 on its own, as trained) beside the trivial floors; without it (or with ``--trivial-only``) the floors only.
+
+``python -m salma train --video [--data ROOT]`` fine-tunes the image foundation on video clips
+(``salma.experiments.finetune_video``: SynRef-Video generated under data/ without --data; a --data holding
+``train/meta_expressions.json`` is detected as video) and reports J&F in per_frame and released modes; without
+``--video`` the command fine-tunes on SynRef images as before.
 """
 
 from __future__ import annotations
@@ -120,11 +125,28 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
     p.add_argument("--foundation", default=None, help="foundation directory (default: the shipped one)")
     p.add_argument("--runs", default=None, help="run cache folder (default $SALMA_RUNS_DIR or <repo>/runs)")
+    p.add_argument("--video", action="store_true",
+                   help="fine-tune on video clips (SynRef-Video, generated under data/ without --data; detected "
+                        "when --data holds train/meta_expressions.json), then report J&F in per_frame and "
+                        "released modes")
+    p.add_argument("--clip-frames", type=int, default=None, help="video: frames per training clip (recipe default)")
+    p.add_argument("--mllm-frames", type=int, default=None, help="video: frames the MLLM reads (Sa2VA: 5)")
+    p.add_argument("--frame-sampling", default="first", choices=("first", "uniform"),
+                   help="video: the MLLM reads the clip's first frames (Sa2VA) or frames spread evenly (Sa2VA-i)")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from salma.experiments import finetune
+    from salma.experiments import finetune, finetune_video
 
+    video = args.video or (args.data is not None and (Path(args.data) / "train" / "meta_expressions.json").is_file())
+    if video:
+        result = finetune_video(args.preset, args.variant, seed=args.seed, steps=args.steps, data_root=args.data,
+                                foundation=args.foundation, runs_root=args.runs, clip_frames=args.clip_frames,
+                                mllm_frames=args.mllm_frames, frame_sampling=args.frame_sampling)
+        print(json.dumps({"run_dir": str(result.run_dir), "cached": result.cached,
+                          "jf_per_frame": result.metrics.get("jf_per_frame"),
+                          "jf_released": result.metrics.get("jf_released")}, indent=1))
+        return 0
     result = finetune(args.preset, args.variant, seed=args.seed, steps=args.steps, data_root=args.data,
                       foundation=args.foundation, runs_root=args.runs)
     print(json.dumps({"run_dir": str(result.run_dir), "cached": result.cached,

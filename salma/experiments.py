@@ -132,6 +132,83 @@ def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None,
     return train(cfg, spec, runs_root=runs_root, progress=progress)
 
 
+# ---------------------------------------------------------------------------------------------- video
+# SynRef-Video of each preset (frames as large as the preset's SynRef scenes). small = the generator's defaults.
+VIDEO_DATA: dict[str, dict] = {
+    "tiny": {"scene_size": 32, "n_frames": 8, "n_videos": {"train": 24, "valid_u": 6}},
+    "small": {"scene_size": 64, "n_frames": 12, "n_videos": {"train": 400, "valid_u": 60}},
+}
+# Video fine-tuning recipes: TrainConfig changes ("train") and the run's clip settings. Sized so that one
+# small run (training + per_frame and released evaluation) fits in <= 10 minutes on a 2-core CPU. Estimate
+# (not a small run; measured at tiny, frozen encoder, one thread, nice 19, CPU shared, median step):
+#   tiny image fine-tuning step, 32 images: 0.198 s (8 images: 0.106 s);
+#   tiny video step, 4 clips x 5 frames (20 decoder rows, 4 MLLM passes of 5 tiles): 0.138 s (2 x 4: 0.105 s)
+#   -> a 4 x 5 video step costs ~0.70 of a 32-image step. The small foundation's stage 1 ran 0.81 s per
+#   32-image step (frozen encoder; its manifest: 3240 s / 4000 steps), so a small 4 x 5 video step is
+#   ~0.57 s; doubled for one thread and a busy CPU, ~1.1 s. 200 steps: 2-4 min; encoding the touched
+#   frames once (<= 4000 of 4800 at small, ~0.02 s each): <= 1.5 min; J&F on 40 expressions in two modes
+#   (~25 clips x 12 frames each): ~1-2 min. Total ~4-7 min, under 10.
+VIDEO_RECIPE: dict[str, dict] = {
+    "tiny": {"train": {"lr": 3e-4, "batch_size": 2, "grad_accum": 1, "steps": 10, "warmup_ratio": 0.1},
+             "clip_frames": 4, "mllm_frames": 5, "eval_limit": 6},
+    "small": {"train": {"lr": 1e-4, "batch_size": 4, "grad_accum": 1, "steps": 200, "warmup_ratio": 0.05},
+              "clip_frames": 5, "mllm_frames": 5, "eval_limit": 40},
+}
+
+
+def synref_video_root(preset: str, data_root: str | Path | None = None) -> Path:
+    """The SynRef-Video dataset of a preset, generated (deterministically) on first use under ``data/``; the
+    folder is named by the generator version and every argument, as ``synref_root`` names SynRef's."""
+    from salma.data.synref_video import GENERATOR_VERSION, generate_synref_video
+
+    if preset not in VIDEO_DATA:
+        raise ValueError(f"preset={preset!r} has no SynRef-Video size; accepted values: {', '.join(VIDEO_DATA)}")
+    d, seed = VIDEO_DATA[preset], get_preset(preset).data.seed
+    n = d["n_videos"]
+    root = Path(data_root) if data_root else (
+        REPO_ROOT / "data" / f"{GENERATOR_VERSION}-{d['scene_size']}px-{d['n_frames']}f-seed{seed}"
+                             f"-{n['train']}-{n['valid_u']}")
+    if not all((root / split / "meta_expressions.json").is_file() for split in n):
+        if data_root:
+            raise FileNotFoundError(f"{root} is not a SynRef-Video / MeViS-layout root (no <split>/meta_expressions.json "
+                                    f"for splits {sorted(n)}); omit --data to generate the preset's SynRef-Video")
+        generate_synref_video(root, seed=seed, scene_size=d["scene_size"], n_frames=d["n_frames"], n_videos=n,
+                              workers=_generator_workers())
+    return root
+
+
+def video_config(preset: str, variant: str, seed: int = 0, steps: int | None = None) -> SalmaConfig:
+    """``variant_config`` with the preset's video training recipe (encoder frozen, as Sa2VA trains)."""
+    cfg = variant_config(preset, variant, seed)
+    train_cfg = dataclasses.replace(cfg.train, **VIDEO_RECIPE[preset]["train"])
+    return dataclasses.replace(cfg, train=dataclasses.replace(train_cfg, seed=seed, **({"steps": steps} if steps else {})))
+
+
+def finetune_video(preset: str, variant: str = "salma", seed: int = 0, steps: int | None = None,
+                   data_root: str | None = None, foundation: str | None = None,
+                   runs_root: str | Path | None = None, progress: bool = True, eval_limit: int | None = None,
+                   clip_frames: int | None = None, mllm_frames: int | None = None,
+                   frame_sampling: str = "first") -> RunResult:
+    """One video run: ``variant`` fine-tuned from the preset's image foundation on SynRef-Video (the
+    ``video`` stage of ``salma.train``; cached by config hash), then J&F on ``valid_u`` in per_frame and
+    released modes, written into the run's metrics.json (``jf`` = per_frame, ``jf_released``).
+
+    The recipe (VIDEO_RECIPE) is sized from tiny measurements, see the comment above it. Batches: each
+    micro-batch is ``batch_size`` clips of ``clip_frames`` frames (B x K decoder rows, B MLLM passes).
+    """
+    recipe = VIDEO_RECIPE.get(preset)
+    if recipe is None:
+        raise ValueError(f"preset={preset!r} has no video recipe; accepted values: {', '.join(VIDEO_RECIPE)}")
+    cfg = video_config(preset, variant, seed, steps)
+    runs_root = Path(runs_root or default_runs_root())
+    found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
+    spec = RunSpec(stage="video", data_root=str(synref_video_root(preset, data_root)), init_from=str(found),
+                   name=f"{preset}-video-{variant}-s{seed}", eval_limit=eval_limit or recipe["eval_limit"],
+                   checkpoint_every=50, clip_frames=clip_frames or recipe["clip_frames"],
+                   mllm_frames=mllm_frames or recipe["mllm_frames"], frame_sampling=frame_sampling)
+    return train(cfg, spec, runs_root=runs_root, progress=progress)
+
+
 # Foundation recipes per preset: stage 0 (SAM-2 class-agnostic) then stage 1 (Sa2VA baseline).
 # "cpu" (the default on any device; it made the shipped foundation) keeps the SAM-2 image encoder frozen in
 # stage 1, its features computed once and cached, which makes a 2-core CPU run feasible. "gpu" trains the
