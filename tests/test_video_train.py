@@ -154,7 +154,7 @@ def test_video_steps_overfit_one_clip_batch(clips):
             assert any(g is not None and g.abs().sum() > 0 for g in decoder), "the decoder gets a gradient"
         opt.step()
         opt.zero_grad(set_to_none=True)
-        seg.append(float(out.parts["seg"]))
+        seg.append(float(out.parts["seg"].detach()))
     assert seg[-1] < 0.6 * seg[0], seg
 
 
@@ -215,3 +215,14 @@ def test_train_cli_video_finetunes_a_foundation_and_writes_jf(video_data, tmp_pa
     assert {"jf", "jf_per_frame", "jf_released"} <= set(metrics)
     spec = json.loads((metrics_files[0].parent / "spec.json").read_text())["spec"]
     assert spec["stage"] == "video" and spec["clip_frames"] == 3 and spec["init_from"] == str(found)
+
+
+def test_video_batches_prefetched_by_loader_workers_train_the_same(video_data, tmp_path, monkeypatch):
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=2, batch_size=2))
+    spec = dataclasses.replace(SPEC, data_root=str(video_data), eval_limit=1, name="w")
+    monkeypatch.setenv("SALMA_LOADER_WORKERS", "0")
+    here = train(cfg, spec, runs_root=tmp_path / "a", progress=False)
+    monkeypatch.setenv("SALMA_LOADER_WORKERS", "2")
+    workers = train(cfg, spec, runs_root=tmp_path / "b", progress=False)
+    assert [r["total"] for r in workers.log] == pytest.approx([r["total"] for r in here.log], abs=1e-6)
