@@ -979,11 +979,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames of the clip for the per-frame prior")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table-only", action="store_true", help="only Table 5 (params and compute)")
+    parser.add_argument("--video", action="store_true",
+                        help="video mode (salma.bench_video): ms per frame of Sa2VA and SALMA on a --frames clip "
+                             "through predict_video's per_frame and released modes, MLLM once per clip "
+                             "(figures/table5_video.*)")
+    parser.add_argument("--compile", default="none", choices=("none", "default", "max-autotune"),
+                        help="with --video: also time SALMA's extras (pre-pass + MBA) under torch.compile(mode=...); "
+                             "'default' runs on a CPU with a C compiler, 'max-autotune' is meant for GPUs")
+    parser.add_argument("--mllm-frames", type=int, default=5, help="with --video: frames the MLLM reads (default 5)")
 
 
 def run(args: argparse.Namespace) -> int:
     from salma.viz import figures_dir, save_json, save_table
 
+    if getattr(args, "video", False):
+        from salma.bench_video import run_video
+
+        return run_video(args)
+    if getattr(args, "compile", "none") != "none":
+        print("error: --compile applies to the video benchmark only: add --video", file=sys.stderr)
+        return 2
     try:
         out = run_benchmark(args.preset, args.device, args.reps, args.micro_reps, args.warmup, args.expressions,
                             args.frames, args.seed, table_only=args.table_only)

@@ -88,6 +88,7 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
         self._own_embed: torch.Tensor | None = None
         object.__setattr__(self, "_mba", None)
         self._multimask_prior = True
+        self._prior_fn = sam2_ext.structural_prior
         self.prior_cache: dict[int, torch.Tensor] = {}
 
     # -- which object / frame is being decoded -------------------------------------------------------
@@ -135,14 +136,14 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
         if prompt is None or point_inputs is not None or mask_inputs is not None:
             return super()._forward_sam_heads(backbone_features, point_inputs, mask_inputs, high_res_features,
                                               multimask_output)
-        sam = _LanguageView(self)  # LanguageSAM2's decode on this predictor's own modules
+        sam = self._language_view()  # LanguageSAM2's decode on this predictor's own modules
         b = backbone_features.shape[0]
         image_embed = backbone_features
         if self._mba is not None:
             prior = self.prior_cache.get(self._frame_idx)
             if prior is None:
                 # sam2 runs frame-major (every object on frame t, then t+1): one prior per frame is enough.
-                prior = sam2_ext.structural_prior(sam, self._own_embed, high_res_features, self._multimask_prior)
+                prior = self._prior_fn(sam, self._own_embed, high_res_features, self._multimask_prior)
                 self.prior_cache.clear()
                 self.prior_cache[self._frame_idx] = prior
             image_embed = self._mba(backbone_features, prompt.text.expand(b, -1, -1), prior.expand(b, -1, -1, -1),
@@ -162,12 +163,21 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
             obj_ptr = obj_ptr + (1 - appearing) * self.no_obj_ptr
         return low_res, high_res, dec.ious, low_res, high_res, obj_ptr, scores
 
+    def _language_view(self) -> _LanguageView:
+        # One view per predictor: a compiled prior (``prior_function``) then sees the same object every frame.
+        view = self.__dict__.get("_view")
+        if view is None:
+            view = _LanguageView(self)
+            self.__dict__["_view"] = view
+        return view
+
     # -- setup -----------------------------------------------------------------------------------------
     def attach(self, model) -> None:
         """Use ``model``'s MBA (None for the Sa2VA baseline) and prior setting. Plain attributes: MBA must not
         become a submodule of the predictor (its weights belong to the SalmaModel)."""
         object.__setattr__(self, "_mba", model.mba)
         self._multimask_prior = model.cfg.sam2.multimask_prior
+        self._prior_fn = prior_function(model)
 
     @torch.inference_mode()
     def init_state_from_tensors(self, images: torch.Tensor, video_height: int, video_width: int,
@@ -215,6 +225,13 @@ class _LanguageView(LanguageSAM2):
     def __init__(self, model):
         torch.nn.Module.__init__(self)
         object.__setattr__(self, "model", model)
+
+
+def prior_function(model):
+    """The pre-pass as both video modes call it, ``(sam, image_embed, high_res, multimask) -> prior``:
+    ``sam2_ext.structural_prior``, or the function stored in ``model.__dict__["prior_fn"]`` (the video
+    benchmark's ``torch.compile``d pre-pass, ``salma.bench_video.compiled_extras``)."""
+    return model.__dict__.get("prior_fn") or sam2_ext.structural_prior
 
 
 def build_video_predictor(model) -> LanguageVideoPredictor:
@@ -291,8 +308,8 @@ def predict_per_frame(model, frames: np.ndarray, prompts: list[ClipPrompt], chun
         n = images.shape[0]
         prior = None
         if model.mba is not None:
-            prior = sam2_ext.structural_prior(model.sam, feats.image_embed, feats.high_res,
-                                              model.cfg.sam2.multimask_prior)
+            prior = prior_function(model)(model.sam, feats.image_embed, feats.high_res,
+                                          model.cfg.sam2.multimask_prior)
         for k, p in enumerate(prompts):
             seg = model.segment(feats, p.language.expand(n, -1), p.text.expand(n, -1, -1),
                                 p.text_mask.expand(n, -1), prior=prior)
