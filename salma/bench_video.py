@@ -18,7 +18,8 @@ rotating which variant goes first, so drift and contention hit all alike:
 The extras are also timed inside each SALMA run (CUDA events on a GPU, no synchronisation inside the clip;
 ``StageTimer``), so the table gives eager vs compiled extras per frame in each mode, and their share of a
 frame. The first call of each variant in each mode is untimed (warm-up); for the compiled variant it is the
-compilation, reported separately ("first call").
+compilation, reported separately ("first call"; inductor's on-disk cache, ``TORCHINDUCTOR_CACHE_DIR``, makes it
+much shorter in a later process with the same shapes).
 
 ``--compile``: ``none`` (default), ``default`` (what a 2-core CPU can test: inductor's C++ backend needs a C
 compiler) or ``max-autotune`` (meant for GPUs: Triton kernels and CUDA graphs, where the launch overhead of
@@ -110,8 +111,16 @@ def compiled_extras(model, mode: str) -> CompiledExtras:
         raise ValueError("--compile none: nothing to compile")
     if not hasattr(torch, "compile"):
         raise RuntimeError(f"--compile {mode}: this torch ({torch.__version__}) has no torch.compile")
-    return CompiledExtras(prior=torch.compile(structural_prior, mode=mode, dynamic=False),
-                          mba=torch.compile(model.mba, mode=mode, dynamic=False), mode=mode)
+    prior = torch.compile(structural_prior, mode=mode, dynamic=False)
+
+    def prior_step(*args, **kwargs):
+        # max-autotune on CUDA replays CUDA graphs whose outputs are overwritten by the next replay: one
+        # frame's pre-pass starts a new step (the previous frame's prior and MBA output are consumed by then).
+        if torch.cuda.is_available() and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()
+        return prior(*args, **kwargs)
+
+    return CompiledExtras(prior=prior_step, mba=torch.compile(model.mba, mode=mode, dynamic=False), mode=mode)
 
 
 class _Timed(torch.nn.Module):
@@ -228,10 +237,10 @@ def compare_compiled(model, vb: VideoBench, compiled: CompiledExtras, modes=VIDE
     with torch.no_grad(), autocast_for(vb.device):
         feats = model.sam.encode_image(preprocess_images(vb.frames[:1], vb.image_size).to(vb.device))
         prior_e = structural_prior(model.sam, feats.image_embed, feats.high_res, mm)
-        prior_c = compiled.prior(model.sam, feats.image_embed, feats.high_res, mm)
+        prior_c = compiled.prior(model.sam, feats.image_embed, feats.high_res, mm).clone()  # CUDA-graph output
         args = (feats.image_embed, p.text[None], prior_e)
         f_e = model.mba(*args, text_mask=p.text_mask[None]).features
-        f_c = compiled.mba(*args, text_mask=p.text_mask[None]).features
+        f_c = compiled.mba(*args, text_mask=p.text_mask[None]).features.clone()
     out["direct"] = {"prior_max_abs_diff": (prior_e.float() - prior_c.float()).abs().max().item(),
                      "mba_max_abs_diff": (f_e.float() - f_c.float()).abs().max().item(),
                      "mba_max_abs": f_e.float().abs().max().item()}

@@ -50,12 +50,15 @@ def test_variants_restore_the_model_and_the_baseline_skips_the_extras():
         pass
 
 
+@pytest.mark.slow  # inductor's C++ compilation: ~60 s with a cold cache on 2 busy cores, ~9 s warm
 def test_compiled_extras_equal_eager_extras():
     model, vb = bv.prepare_video_bench("tiny", "cpu", n_frames=1, mllm_frames=1)
     compiled = bv.compiled_extras(model, "default")
     try:
         check = bv.compare_compiled(model, vb, compiled, modes=("per_frame",))
     except Exception as exc:  # no C compiler, unsupported platform, ...
+        if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise  # a bug of ours, not the machine's compiler
         pytest.skip(f"torch.compile(mode='default') is not usable on this machine: {type(exc).__name__}: {exc}")
     d = check["direct"]
     assert d["prior_max_abs_diff"] < 1e-4 and d["mba_max_abs_diff"] < 1e-4 * max(1.0, d["mba_max_abs"])
@@ -72,3 +75,14 @@ def test_bad_compile_value_names_the_accepted_values(capsys):
         bv.check_compile_mode("fast")
     assert eff.run(_parser().parse_args(["--preset", "tiny", "--compile", "default"])) == 2
     assert "--video" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_video_bench_on_cuda_with_max_autotune():
+    # The GPU command's path at the tiny preset: CUDA, bf16 autocast, max-autotune (CUDA graphs).
+    out = bv.run_video_benchmark("tiny", "cuda", n_frames=3, reps=1, compile_mode="max-autotune", progress=False)
+    keys = list(out["table"]["key"])
+    assert keys.count("salma_compiled") == 2 and keys[-1] == "mllm"
+    for mode in ("per_frame", "released"):
+        assert out["summary"]["compile_check"][mode]["mask_agreement"] > 0.99  # bf16: not bit-equal
