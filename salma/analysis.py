@@ -119,15 +119,24 @@ class Comparison:
 
     def verdict(self) -> str:
         """One sentence: the measured difference and whether it stands out of the seed-to-seed noise."""
-        head = f"{self.name_b} - {self.name_a} on {self.what} = {self.mean:+.1f}"
+        head = f"{self.name_b} - {self.name_a} on {self.what} = {self.mean:+.2f}"
         if self.n < 2:
             return (f"{head} points with 1 seed: no estimate of the seed-to-seed spread, so this measurement "
                     "cannot tell the difference from noise (run more seeds).")
-        spread = f"{head} ± {self.std:.1f} points over {self.n} seeds (paired by seed; standard error {self.se:.1f})"
+        spread = f"{head} ± {self.std:.2f} points over {self.n} seeds (paired by seed; standard error {self.se:.2f})"
         if not self.separated:
             return f"{spread}: within noise (|difference| <= 2 standard errors); no effect is supported."
         better = self.name_b if self.mean > 0 else self.name_a
+        if abs(self.mean) < NEGLIGIBLE_POINTS:
+            # Runs from one foundation share most of their noise, so a tiny difference can clear 2 standard
+            # errors; it is reported as consistent but too small to matter, not as one method being better.
+            return (f"{spread}: larger than 2 standard errors but below {NEGLIGIBLE_POINTS} point, a consistent "
+                    f"difference too small to matter ({better} higher); no practical effect is supported.")
         return f"{spread}: larger than 2 standard errors; {better} is better on this benchmark."
+
+
+# A difference below this many points (cIoU or J&F, in %) is called negligible whatever its standard error.
+NEGLIGIBLE_POINTS = 0.5
 
 
 def compare(a: Mapping[int, float], b: Mapping[int, float], name_a: str, name_b: str, what: str = "cIoU",

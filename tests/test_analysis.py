@@ -42,6 +42,8 @@ def test_compare_pairs_by_seed_and_gives_verdicts():
     assert not noisy.separated and "within noise" in noisy.verdict()
     worse = analysis.compare({0: 0.6, 1: 0.6, 2: 0.6}, {0: 0.5, 1: 0.5, 2: 0.5}, "a", "b")
     assert worse.separated and "a is better" in worse.verdict()  # zero spread, clear sign
+    tiny = analysis.compare({0: 0.500, 1: 0.510, 2: 0.520}, {0: 0.501, 1: 0.511, 2: 0.521}, "a", "b")
+    assert tiny.separated and "too small to matter" in tiny.verdict() and "is better" not in tiny.verdict()
     one = analysis.compare({0: 0.5}, {0: 0.6}, "a", "b")
     assert not one.separated and "1 seed" in one.verdict() and "cannot tell" in one.verdict()
     with pytest.raises(ValueError, match="share no seed"):
