@@ -37,6 +37,7 @@ The annotation files are byte-identical for the same seed and arguments.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -774,6 +775,39 @@ def _write_scene(job: tuple) -> tuple[str, list[dict], list[dict]]:
     return scene.kind, objects, exprs
 
 
+def check_split_counts(counts: dict[str, int], splits: tuple[str, ...], what: str, arg: str,
+                       workers: int) -> dict[str, int]:
+    """Validate per-split counts (keys among ``splits``, each >= 0) and ``workers`` (>= 1) of a generator;
+    ValueError naming ``arg`` and the value. Returns the counts as a new dict."""
+    counts = dict(counts)
+    unknown = set(counts) - set(splits)
+    if unknown:
+        raise ValueError(f"unknown {what} split(s) {sorted(unknown)}; expected keys among {splits}")
+    for k, v in counts.items():
+        if int(v) < 0:
+            raise ValueError(f"{arg}[{k!r}] = {v} must be >= 0")
+    if int(workers) < 1:
+        raise ValueError(f"workers = {workers} must be >= 1")
+    return counts
+
+
+@contextlib.contextmanager
+def ordered_results(fn, jobs: list, workers: int, chunksize: int):
+    """Yield an iterator over ``fn(job)`` for every job, in job order: in this process when ``workers`` is
+    1, else in a pool of that many processes (closed when the block ends, also on an error)."""
+    if int(workers) == 1:
+        yield (fn(job) for job in jobs)
+        return
+    import multiprocessing
+
+    pool = multiprocessing.get_context().Pool(int(workers))
+    try:
+        yield pool.imap(fn, jobs, chunksize=chunksize)  # imap keeps the job order
+    finally:
+        pool.close()
+        pool.join()
+
+
 def generate_synref(
     root: Path | str,
     *,
@@ -800,15 +834,8 @@ def generate_synref(
         ``root`` as a Path.
     """
     root = Path(root)
-    counts = dict(DEFAULT_N_IMAGES if n_images is None else n_images)
-    unknown = set(counts) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"unknown SynRef split(s) {sorted(unknown)}; expected keys among {SPLITS}")
-    for k, v in counts.items():
-        if int(v) < 0:
-            raise ValueError(f"n_images[{k!r}] = {v} must be >= 0")
-    if int(workers) < 1:
-        raise ValueError(f"workers = {workers} must be >= 1")
+    counts = check_split_counts(DEFAULT_N_IMAGES if n_images is None else n_images, SPLITS, "SynRef", "n_images",
+                                workers)
     make_scene(seed, SPLITS[0], 0, scene_size, spec)  # argument errors surface here, not in a worker
     img_dir = root / "images"
     ann_dir = root / "synref"
@@ -821,17 +848,9 @@ def generate_synref(
         for index in range(int(counts.get(split, 0))):
             jobs.append((int(seed), split, index, len(jobs) + 1, int(scene_size), spec, str(img_dir)))
     bar = tqdm(total=len(jobs), desc="SynRef", unit="img", disable=not progress)
-    if int(workers) == 1:
-        results = (_write_scene(j) for j in jobs)
-        pool = None
-    else:
-        import multiprocessing
-
-        pool = multiprocessing.get_context().Pool(int(workers))
-        results = pool.imap(_write_scene, jobs, chunksize=32)  # imap keeps the job order
     images, annotations, refs = [], [], []
     ann_id = ref_id = sent_id = 0
-    try:
+    with ordered_results(_write_scene, jobs, workers, chunksize=32) as results:
         for job, (kind, objects, exprs) in zip(jobs, results):
             _, split, index, image_id, _, _, _ = job
             fname = image_file_name(split, image_id)
@@ -855,11 +874,7 @@ def generate_synref(
                     "distractor_ann_ids": [obj_ann_ids[k] for k in e["distractors"]],
                 })
             bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    bar.close()
 
     instances = {
         "info": {

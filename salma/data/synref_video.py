@@ -76,6 +76,8 @@ from salma.data.synref import (
     _phrase,
     _pick_free_pair,
     _spec_dict,
+    check_split_counts,
+    ordered_results,
     polygon_to_mask,
     shade_rgb,
 )
@@ -556,32 +558,17 @@ def generate_synref_video(
         ``root`` as a Path.
     """
     root = Path(root)
-    counts = dict(DEFAULT_N_VIDEOS if n_videos is None else n_videos)
-    unknown = set(counts) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"unknown SynRef-Video split(s) {sorted(unknown)}; expected keys among {SPLITS}")
-    for k, v in counts.items():
-        if int(v) < 0:
-            raise ValueError(f"n_videos[{k!r}] = {v} must be >= 0")
-    if int(workers) < 1:
-        raise ValueError(f"workers = {workers} must be >= 1")
+    counts = check_split_counts(DEFAULT_N_VIDEOS if n_videos is None else n_videos, SPLITS, "SynRef-Video",
+                                "n_videos", workers)
     _check_args(SPLITS[0], int(scene_size), int(n_frames))  # argument errors surface here, not in a worker
 
     splits = [s for s in SPLITS if int(counts.get(s, 0)) > 0]
     jobs = [(int(seed), s, i, int(scene_size), int(n_frames), spec, str(root / s))
             for s in splits for i in range(int(counts[s]))]
     bar = tqdm(total=len(jobs), desc="SynRef-Video", unit="clip", disable=not progress)
-    if int(workers) == 1:
-        results = (_write_clip(j) for j in jobs)
-        pool = None
-    else:
-        import multiprocessing
-
-        pool = multiprocessing.get_context().Pool(int(workers))
-        results = pool.imap(_write_clip, jobs, chunksize=8)  # imap keeps the job order
     videos: dict[str, dict] = {s: {} for s in splits}
     mask_dicts: dict[str, dict] = {s: {} for s in splits}
-    try:
+    with ordered_results(_write_clip, jobs, workers, chunksize=8) as results:
         for job, (names, objects, exprs) in zip(jobs, results):
             _, split, index = job[:3]
             # anno ids run over the split in clip order, so earlier clips keep theirs when counts grow.
@@ -600,11 +587,7 @@ def generate_synref_video(
                                 for k, e in enumerate(exprs)},
             }
             bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    bar.close()
 
     for split in splits:
         info = {
