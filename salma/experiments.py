@@ -139,19 +139,15 @@ VIDEO_DATA: dict[str, dict] = {
     "small": {"scene_size": 64, "n_frames": 12, "n_videos": {"train": 400, "valid_u": 60}},
 }
 # Video fine-tuning recipes: TrainConfig changes ("train") and the run's clip settings. Sized so that one
-# small run (training + per_frame and released evaluation) fits in <= 10 minutes on a 2-core CPU. Estimate
-# (not a small run; measured at tiny, frozen encoder, one thread, nice 19, CPU shared, median step):
-#   tiny image fine-tuning step, 32 images: 0.198 s (8 images: 0.106 s);
-#   tiny video step, 4 clips x 5 frames (20 decoder rows, 4 MLLM passes of 5 tiles): 0.138 s (2 x 4: 0.105 s)
-#   -> a 4 x 5 video step costs ~0.70 of a 32-image step. The small foundation's stage 1 ran 0.81 s per
-#   32-image step (frozen encoder; its manifest: 3240 s / 4000 steps), so a small 4 x 5 video step is
-#   ~0.57 s; doubled for one thread and a busy CPU, ~1.1 s. 200 steps: 2-4 min; encoding the touched
-#   frames once (<= 4000 of 4800 at small, ~0.02 s each): <= 1.5 min; J&F on 40 expressions in two modes
-#   (~25 clips x 12 frames each): ~1-2 min. Total ~4-7 min, under 10.
+# small run (training + per_frame and released evaluation) fits in <= 10 minutes on a 2-core CPU. Measured
+# (2026-11-23, 2 threads, baseline, seed 0, from the shipped foundation, J&F on the first 40 valid_u
+# expressions): 200 steps took 86 s end to end (J&F per_frame 23.1, released 11.2); 1200 steps took 278 s
+# (per_frame 25.4: appearance 28.9, motion 23.4; released 11.4). Floors on the same 40: largest object per
+# frame 25.6 (32.3 / 21.6), first-frame GT copied 42.3 (57.0 / 33.5).
 VIDEO_RECIPE: dict[str, dict] = {
     "tiny": {"train": {"lr": 3e-4, "batch_size": 2, "grad_accum": 1, "steps": 10, "warmup_ratio": 0.1},
              "clip_frames": 4, "mllm_frames": 5, "eval_limit": 6},
-    "small": {"train": {"lr": 1e-4, "batch_size": 4, "grad_accum": 1, "steps": 200, "warmup_ratio": 0.05},
+    "small": {"train": {"lr": 1e-4, "batch_size": 4, "grad_accum": 1, "steps": 1200, "warmup_ratio": 0.05},
               "clip_frames": 5, "mllm_frames": 5, "eval_limit": 40},
 }
 
