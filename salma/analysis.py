@@ -74,6 +74,34 @@ def run_rows(runs: Mapping[str, Mapping[int, object]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+VIDEO_KIND_NAMES: tuple[str, ...] = ("appearance", "motion")
+
+
+def video_run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], steps: int | None = None,
+                   progress: bool = True) -> dict[str, dict[int, object]]:
+    """``run_grid`` for video: every variant fine-tuned on SynRef-Video at every seed from the preset's image
+    foundation (``salma.experiments.finetune_video``; cached). Returns {variant: {seed: RunResult}}."""
+    from salma.experiments import VARIANTS, finetune_video
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; accepted values: {', '.join(VARIANTS)}")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed, e.g. [0]")
+    return {v: {int(s): finetune_video(preset, v, seed=int(s), steps=steps, runs_root=runs_root(), progress=progress)
+                for s in seeds} for v in variants}
+
+
+def video_run_rows(runs: Mapping[str, Mapping[int, object]]) -> pd.DataFrame:
+    """Long table of the video runs' J&F: one row per (variant, seed, mode, subset) with J, F, J&F (fractions)
+    and N; ``mode`` is ``per_frame`` or ``released`` (``salma.video``). ``runs`` as from ``video_run_grid``."""
+    import pandas as pd
+
+    rows = [{"variant": v, "seed": s, "mode": mode, **r} for v, by_seed in runs.items() for s, res in by_seed.items()
+            for mode, mode_rows in res.metrics["video_val"].items() for r in mode_rows]
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------------------- statistics
 def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     """(mean, sample standard deviation with ddof=1, n) of finite values; std is NaN when n < 2 and both are
@@ -181,41 +209,44 @@ def sign_test_verdict(only_a: int, only_b: int, name_a: str, name_b: str, event:
 
 # ---------------------------------------------------------------------------------------- Tables 2 and 3
 def ablation_table(df: pd.DataFrame, variants: Sequence[str], table: str = "Table 2",
-                   baseline: str = "baseline") -> pd.DataFrame:
-    """One row per variant: SynRef val cIoU (%) mean ± std over seeds, the per-seed values, the paired
+                   baseline: str = "baseline", metric: str = "cIoU", kinds: Sequence[str] = KIND_NAMES,
+                   label: str = "SynRef val cIoU (%)", benchmark: str | None = None) -> pd.DataFrame:
+    """One row per variant: ``label`` (``metric`` in %) mean ± std over seeds, the per-seed values, the paired
     difference to ``baseline`` (points; "-" for itself), the per-kind means, and the paper's numbers of ``table``
-    ("Table 2" or "Table 3") in columns labelled "paper". ``df``: ``run_rows``' table."""
+    ("Table 2" or "Table 3"; only its ``benchmark`` column when given) in columns labelled "paper".
+    ``df``: ``run_rows``' (or ``video_run_rows``') table."""
     import pandas as pd
 
     from salma.experiments import VARIANTS
 
     rows = []
-    base = per_seed(df, baseline) if baseline in set(df["variant"]) else {}
+    base = per_seed(df, baseline, metric=metric) if baseline in set(df["variant"]) else {}
     for v in variants:
-        vals = per_seed(df, v)
+        vals = per_seed(df, v, metric=metric)
         mean, std, n = mean_std(100 * x for x in vals.values())
-        row = {"variant": v, "what": VARIANTS[v][0], "seeds": n, "ours: SynRef val cIoU (%)": format_pm(mean, std, n),
+        row = {"variant": v, "what": VARIANTS[v][0], "seeds": n, f"ours: {label}": format_pm(mean, std, n),
                "mean": mean, "std": std, "per seed": ", ".join(f"{100 * vals[s]:.1f}" for s in sorted(vals))}
         cmp_ = compare(base, vals, baseline, v) if base and v != baseline else None
         row[f"Δ vs {baseline} (points)"] = format_pm(cmp_.mean, cmp_.std, cmp_.n) if cmp_ else "-"
-        for kind in KIND_NAMES:
-            row[f"{kind} (%)"] = mean_std(100 * x for x in per_seed(df, v, kind).values())[0]
-        row.update(paper.paper_columns(table, v))
+        for kind in kinds:
+            row[f"{kind} (%)"] = mean_std(100 * x for x in per_seed(df, v, kind, metric).values())[0]
+        row.update(paper.paper_columns(table, v, benchmark))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def kind_table(df: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
-    """Per-kind breakdown: one row per (variant, subset) over "all" and the SynRef kinds, cIoU (%) mean,
+def kind_table(df: pd.DataFrame, variants: Sequence[str], metric: str = "cIoU",
+               kinds: Sequence[str] = KIND_NAMES) -> pd.DataFrame:
+    """Per-kind breakdown: one row per (variant, subset) over "all" and ``kinds``, ``metric`` (%) mean,
     std, n over seeds, and N (expressions per seed)."""
     import pandas as pd
 
     rows = []
     for v in variants:
-        for subset in ("all",) + KIND_NAMES:
+        for subset in ("all",) + tuple(kinds):
             sel = df[(df["variant"] == v) & (df["subset"] == subset)]
-            mean, std, n = mean_std(100 * sel["cIoU"])
-            rows.append({"variant": v, "subset": subset, "cIoU (%)": format_pm(mean, std, n), "mean": mean,
+            mean, std, n = mean_std(100 * sel[metric])
+            rows.append({"variant": v, "subset": subset, f"{metric} (%)": format_pm(mean, std, n), "mean": mean,
                          "std": std, "seeds": n, "N": int(sel["N"].iloc[0]) if len(sel) else 0})
     return pd.DataFrame(rows)
 
@@ -346,7 +377,7 @@ def summarise(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------- attention (Fig. 5)
 def attention_rows(model, dataset, limit: int | None = None, label: str = "model",
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, only_distractor: bool = False) -> list[dict]:
     """Share of attention mass inside the target and inside the distractors, per expression.
 
     decoder_target / decoder_distractor: ``mass_share`` of the decoder's language-token attention
@@ -354,7 +385,8 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
     mba_distractor (the gated write map ||G * O_attn||) and ungated_target / ungated_distractor (the same
     module with the gate forced to 1). chance_target / chance_distractor: the masks' area ratios (what a
     uniform map gets). Distractor columns are NaN for expressions without a distractor (the union of an
-    expression's look-alikes is used when it has two).
+    expression's look-alikes is used when it has two). ``only_distractor``: trace only the expressions that
+    have a distractor among the first ``limit`` (the same rows Fig. 5's table keeps, for a quarter of the work).
     """
     from tqdm.auto import tqdm
 
@@ -362,8 +394,10 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
     from salma.probe import language_attention_map, mba_write_map, trace_forward
 
     rows = []
-    for image_id, samples in tqdm(image_groups(dataset, limit), desc=f"attention ({label})", disable=not progress,
-                                  leave=False):
+    groups = image_groups(dataset, limit)
+    if only_distractor:
+        groups = [(i, kept) for i, samples in groups if (kept := [s for s in samples if s.distractor_ann_ids])]
+    for image_id, samples in tqdm(groups, desc=f"attention ({label})", disable=not progress, leave=False):
         trace = trace_forward(model, dataset.load_image(image_id), [s.expression for s in samples])
         maps = {"decoder": language_attention_map(trace)}
         if model.mba is not None:
@@ -547,3 +581,82 @@ def case_panel(dataset, selected: pd.DataFrame, per_sample: Mapping[str, Sequenc
             "titles": [samples[k].expression for k in keys],
             "pred_titles": {v: [f"{v}: t {t:.2f} / d {d:.2f}" for t, d in
                                 zip(selected[f"{v}_iou_target"], selected[f"{v}_iou_distractor"])] for v in per_sample}}
+
+
+# ------------------------------------------------------------------------------------ video (notebook 10)
+def video_floor_rows(dataset, limit: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """The trivial video predictors (``salma.data.trivial_video``) on the first ``limit`` expressions (the
+    runs' evaluation set): one row per (floor, subset) with J, F, J&F (fractions) and N."""
+    import pandas as pd
+
+    from salma.evaluate_video import evaluate_video_with_floors
+
+    result = evaluate_video_with_floors(None, dataset, limit, progress)
+    return pd.DataFrame([{"floor": name, **r} for name, rows in result.trivial.items() for r in rows])
+
+
+def video_jf_table(df: pd.DataFrame, floors: pd.DataFrame, variants: Sequence[str],
+                modes: Sequence[str] = ("per_frame", "released")) -> pd.DataFrame:
+    """J&F (%) of each variant in each inference mode (mean ± std over seeds, per kind), then the floors as
+    extra rows on the same expressions. ``df``: ``video_run_rows``; ``floors``: ``video_floor_rows``."""
+    import pandas as pd
+
+    rows = []
+    for mode in modes:
+        sel = df[df["mode"] == mode]
+        for v in variants:
+            row = {"model": v, "mode": mode}
+            for subset in ("all",) + VIDEO_KIND_NAMES:
+                mean, std, n = mean_std(100 * x for x in per_seed(sel, v, subset, "J&F").values())
+                row[f"{subset} J&F (%)"] = format_pm(mean, std, n)
+                row[f"{subset} mean"] = mean
+            rows.append(row)
+    for name in dict.fromkeys(floors["floor"]):
+        row = {"model": f"floor: {name}", "mode": "-"}
+        for subset in ("all",) + VIDEO_KIND_NAMES:
+            value = 100 * float(floors[(floors["floor"] == name) & (floors["subset"] == subset)]["J&F"].iloc[0])
+            row[f"{subset} J&F (%)"], row[f"{subset} mean"] = f"{value:.1f}", value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def floor_verdict(values: Mapping[int, float], floor: float, name: str, floor_name: str, what: str = "J&F") -> str:
+    """Does a model beat a floor on every seed? ``values``: {seed: fraction}; ``floor``: fraction."""
+    vals = [100 * v for v in values.values()]
+    mean, std, n = mean_std(vals)
+    margin = min(vals) - 100 * floor if vals else float("nan")
+    if n == 0:
+        return f"{name}: no run to compare with {floor_name}"
+    head = f"{name} {what} {format_pm(mean, std, n)} vs {floor_name} {100 * floor:.1f}"
+    if margin > 0:
+        return f"{head}: above it on every seed (the lowest seed by {margin:.1f} points)"
+    if mean > 100 * floor:
+        return f"{head}: above it on average but not on every seed (lowest seed {margin:+.1f} points)"
+    return f"{head}: does not beat it ({mean - 100 * floor:+.1f} points on average)"
+
+
+def video_example(dataset, models: Mapping[str, object], index: int, modes: Sequence[str] = ("per_frame", "released"),
+                  mllm_frames: int = 5) -> dict:
+    """The walk-through of one valid expression: its frames (T, H, W, 3), ground truth (T, H, W), SALMA's
+    per-frame prior logits (T, H, W) and gate (T, h, w) (from the first model that has MBA, computed on each
+    frame independently, as training and inference do), each model's masks in each mode, their J, F, J&F,
+    and the frames the MLLM read."""
+    from salma.metrics import j_and_f
+    from salma.probe import prior_and_gate
+    from salma.video import sample_frames
+
+    if not 0 <= index < len(dataset.samples):
+        raise ValueError(f"EXAMPLE={index}: the dataset has {len(dataset.samples)} expressions (0..{len(dataset.samples) - 1})")
+    sample = dataset.samples[index]
+    frames, gt = dataset.load_frames(sample), dataset.load_masks(sample)
+    with_mba = [m for m in models.values() if m.mba is not None]
+    prior, gate = prior_and_gate(with_mba[0], list(frames)) if with_mba else (None, None)
+    preds, scores = {}, {}
+    for name, model in models.items():
+        for mode in modes:
+            mask = model.predict_video(frames, [sample.text], mode=mode, mllm_frames=mllm_frames)[0]
+            preds[f"{name} ({mode})"] = mask
+            m = j_and_f(mask, gt)
+            scores[f"{name} ({mode})"] = {"J": m["J"], "F": m["F"], "J&F": m["JF"]}
+    return {"sample": sample, "frames": frames, "gt": gt, "prior": prior, "gate": gate, "preds": preds,
+            "scores": scores, "conditioning": sample_frames(len(frames), mllm_frames)}

@@ -34,14 +34,16 @@ frame at a time, so each mode compiles its own graphs. The compiled outputs are 
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from salma.efficiency import (
     BENCH_EXPRESSIONS,
@@ -63,14 +65,17 @@ VARIANTS = ("baseline", "salma", "salma_compiled")
 
 __all__ = [
     "COMPILE_MODES",
+    "PeakRSS",
     "CompiledExtras",
     "VideoBench",
     "bench_clip",
     "check_compile_mode",
     "compare_compiled",
     "compiled_extras",
+    "long_clip_memory",
     "measure_video",
     "prepare_video_bench",
+    "run_long",
     "run_video",
     "run_video_benchmark",
     "summarize_video",
@@ -432,4 +437,97 @@ def run_video(args) -> int:
     save_json({"summary": out["summary"], "raw": raw}, "table5_video")
     print("\n".join(video_conclusions(out["summary"])))
     print(f"wrote table5_video.csv/.md/.json to {figures_dir()}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ long clips
+class PeakRSS:
+    """Peak resident memory (MiB) of this process while the ``with`` block runs: a thread samples the RSS
+    every ``interval`` s (``ru_maxrss`` is a lifetime maximum, useless after a larger earlier step). On CUDA
+    the peak allocated GPU memory is read as well. Attributes after exit: before_mb, peak_mb, cuda_peak_mb."""
+
+    def __init__(self, device: torch.device | None = None, interval: float = 0.005):
+        import psutil
+
+        self._proc, self._interval, self._device = psutil.Process(), interval, device
+        self.before_mb = self.peak_mb = float("nan")
+        self.cuda_peak_mb: float | None = None
+
+    def _rss(self) -> float:
+        return self._proc.memory_info().rss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._rss())
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakRSS:
+        import threading
+
+        if self._device is not None and self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+            torch.cuda.reset_peak_memory_stats(self._device)
+        self.before_mb = self.peak_mb = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._device is not None and self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+            self.cuda_peak_mb = torch.cuda.max_memory_allocated(self._device) / 2**20
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._rss())
+
+
+def long_clip_memory(preset: str = "small", n_frames: int = 500, device: str = "auto", seed: int = 0,
+                     offload: Sequence[bool] = (False, True), progress: bool = True) -> list[dict[str, Any]]:
+    """SALMA (random weights, MBA on) in ``released`` mode on one ``n_frames`` clip, once per ``offload``
+    setting (sam2's ``offload_video_to_cpu`` + ``offload_state_to_cpu``): wall time, ms per frame, the
+    process' RSS before and at its peak (and the peak GPU memory on CUDA).
+
+    What lives per frame (``released``): the preprocessed frames (T x 3 x S x S float32, on the device unless
+    offloaded) and sam2's per-frame outputs (memory features and low-res masks, on the storage device);
+    image features are computed frame by frame and only the current frame's are cached, the prior likewise
+    (``LanguageVideoPredictor.prior_cache``). Offloading moves both onto the CPU, which is what keeps a
+    500-frame clip off a GPU's memory; on a CPU-only machine both settings hold the same data.
+    """
+    model, vb = prepare_video_bench(preset, device, n_frames, seed)
+    rows = []
+    for off in tqdm(list(offload), desc="long clip", disable=not progress, leave=False):
+        gc.collect()
+        with torch.no_grad(), autocast_for(vb.device), PeakRSS(vb.device) as mem:
+            t0 = time.perf_counter()
+            masks = predict_released(model, vb.frames, vb.prompts, vb.cond_frames, offload=off)
+            seconds = time.perf_counter() - t0
+        rows.append({"preset": preset, "frames": n_frames, "size": vb.image_size, "device": str(vb.device),
+                     "offload": off, "seconds": seconds, "ms_per_frame": 1000 * seconds / n_frames,
+                     "rss_before_mb": mem.before_mb, "rss_peak_mb": mem.peak_mb,
+                     "rss_growth_mb": mem.peak_mb - mem.before_mb, "cuda_peak_mb": mem.cuda_peak_mb,
+                     "frames_uint8_mb": vb.frames.nbytes / 2**20,
+                     "frames_float_mb": n_frames * 3 * vb.image_size**2 * 4 / 2**20, "masks_shape": list(np.stack(masks).shape)})
+        del masks
+    return rows
+
+
+def run_long(args) -> int:
+    """``python -m salma bench --video --long N``: the long-clip memory table (figures/video_long_clip.*)."""
+    from salma.viz import figures_dir, save_json, save_table
+
+    try:
+        rows = long_clip_memory(args.preset, args.long, args.device, args.seed)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import pandas as pd
+
+    table = pd.DataFrame(rows).drop(columns=["masks_shape"])
+    with pd.option_context("display.max_columns", None, "display.width", 220):
+        print(f"Long clip at preset {args.preset!r}: {args.long} frames, released mode, SALMA (random weights)")
+        print(table.round(2).to_string(index=False))
+    save_table(table.round(3), "video_long_clip")
+    save_json(rows, "video_long_clip")
+    print(f"wrote video_long_clip.csv/.md/.json to {figures_dir()}")
     return 0

@@ -987,15 +987,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --video: also time SALMA's extras (pre-pass + MBA) under torch.compile(mode=...); "
                              "'default' runs on a CPU with a C compiler, 'max-autotune' is meant for GPUs")
     parser.add_argument("--mllm-frames", type=int, default=5, help="with --video: frames the MLLM reads (default 5)")
+    parser.add_argument("--long", type=int, default=0, metavar="N",
+                        help="with --video: instead of the timing table, run one N-frame clip in released mode with "
+                             "and without sam2's offload and report the peak memory (figures/video_long_clip.*)")
 
 
 def run(args: argparse.Namespace) -> int:
     from salma.viz import figures_dir, save_json, save_table
 
     if getattr(args, "video", False):
-        from salma.bench_video import run_video
+        from salma.bench_video import run_long, run_video
 
-        return run_video(args)
+        return run_long(args) if getattr(args, "long", 0) else run_video(args)
+    if getattr(args, "long", 0):
+        print("error: --long applies to the video benchmark only: add --video", file=sys.stderr)
+        return 2
     if getattr(args, "compile", "none") != "none":
         print("error: --compile applies to the video benchmark only: add --video", file=sys.stderr)
         return 2

@@ -109,14 +109,18 @@ def numbers(table: str, row: str | None = None) -> list[PaperNumber]:
     return found
 
 
-def paper_columns(table: str, variant: str) -> dict[str, float]:
-    """{"paper: <benchmark> <metric> (%)": value} for a kit variant's row of Table 2 or 3 ({} if it has none)."""
+def paper_columns(table: str, variant: str, benchmark: str | None = None) -> dict[str, float]:
+    """{"paper: <benchmark> <metric> (%)": value} for a kit variant's row of Table 2 or 3 ({} if it has none);
+    with ``benchmark`` (e.g. "MeViS valu") only that column."""
     rows = {"Table 2": TABLE2_ROWS, "Table 3": TABLE3_ROWS}.get(table)
     if rows is None:
         raise ValueError(f"paper_columns serves Table 2 and Table 3; got {table!r}")
+    names = sorted({p.benchmark for p in numbers(table)})
+    if benchmark is not None and benchmark not in names:
+        raise ValueError(f"{table} has no column {benchmark!r}; its columns: {', '.join(names)}")
     if variant not in rows:
         return {}
-    return {p.label: p.value for p in numbers(table, rows[variant])}
+    return {p.label: p.value for p in numbers(table, rows[variant]) if benchmark in (None, p.benchmark)}
 
 
 def table4_value(model: str, area_bin: str) -> PaperNumber:

@@ -404,9 +404,10 @@ def _zoom(ax, values: Sequence[float]) -> None:
 
 
 def plot_seed_points(per_seed: dict[str, dict[int, float]], ylabel: str, paper: dict[str, float] | None = None,
-                     paper_label: str = "paper", title: str = "") -> Any:
-    """Mean ± std over seeds (bars) with every seed as a dot, per label; the paper's numbers, on their own
-    benchmark, in a second panel so that the two scales are never mixed on one axis."""
+                     paper_label: str = "paper", title: str = "", floors: dict[str, float] | None = None) -> Any:
+    """Mean ± std over seeds (bars) with every seed as a dot, per label; ``floors`` ({name: value}, same
+    scale) as dashed horizontal lines; the paper's numbers, on their own benchmark, in a second panel so that
+    the two scales are never mixed on one axis."""
     import matplotlib.pyplot as plt
 
     n = 2 if paper else 1
@@ -420,7 +421,11 @@ def plot_seed_points(per_seed: dict[str, dict[int, float]], ylabel: str, paper: 
     ax.set_xticks(range(len(per_seed)), list(per_seed), rotation=20, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title or "ours (bars: mean ± std over seeds; dots: seeds; zoomed axis)", fontsize=9)
-    _zoom(ax, [x for vals in per_seed.values() for x in vals.values()])
+    for (name, value), style in zip((floors or {}).items(), ("--", ":", "-.", (0, (1, 3)))):
+        ax.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=name)
+    if floors:
+        ax.legend(fontsize=7, loc="best")
+    _zoom(ax, [x for vals in per_seed.values() for x in vals.values()] + list((floors or {}).values()))
     if paper:
         axes[0, 1].bar(range(len(paper)), list(paper.values()), color="tab:gray")
         axes[0, 1].set_xticks(range(len(paper)), list(paper), rotation=20, fontsize=8)
@@ -474,3 +479,33 @@ def plot_area_bins(table, baseline: str = "baseline", model: str = "salma") -> A
 
 # ``plot_cases(**NO_CASES)`` draws the "no case of this kind" panel (a category can be empty).
 NO_CASES: dict[str, Any] = {"images": [], "targets": [], "distractors": [], "preds": {}, "titles": []}
+
+
+def plot_video_strip(frames: Sequence, expression: str, gt: Sequence, heat_rows: dict[str, Sequence] | None = None,
+                     mask_rows: dict[str, Sequence] | None = None, frame_ids: Sequence[int] | None = None,
+                     conditioning: Sequence[int] = ()) -> Any:
+    """A clip as a frame strip: one column per frame (``frame_ids``, default all), rows = the frames with the
+    ground truth outlined (green), then one row per map in ``heat_rows`` ({label: [(h, w) map per frame]},
+    e.g. the per-frame prior and gate) and one per prediction in ``mask_rows`` ({label: (T, H, W) bool}),
+    red overlay with the ground truth in green. Frames the MLLM read (``conditioning``) are marked "cond"."""
+    heat_rows, mask_rows = dict(heat_rows or {}), dict(mask_rows or {})
+    ids = list(frame_ids) if frame_ids is not None else list(range(len(frames)))
+    n_rows = 1 + len(heat_rows) + len(mask_rows)
+    fig, axes = _subplots(n_rows, len(ids), size=1.35)
+    for c, t in enumerate(ids):
+        show_mask_overlay(axes[0, c], frames[t], np.zeros(np.asarray(gt[t]).shape, bool))
+        _contour(axes[0, c], gt[t], "lime")
+        axes[0, c].set_title(f"t={t}" + (" cond" if t in conditioning else ""), fontsize=7)
+        for r, (label, maps) in enumerate(heat_rows.items(), start=1):
+            show_heatmap(axes[r, c], frames[t], maps[t], contours=[(gt[t], "lime")])
+        for r, (label, masks) in enumerate(mask_rows.items(), start=1 + len(heat_rows)):
+            show_mask_overlay(axes[r, c], frames[t], masks[t])
+            _contour(axes[r, c], gt[t], "lime", lw=0.8)
+    for r, label in enumerate(["frames + GT"] + list(heat_rows) + list(mask_rows)):
+        axes[r, 0].set_axis_on()
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle(f'"{expression}"', fontsize=9)
+    fig.tight_layout()
+    return fig

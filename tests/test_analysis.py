@@ -253,3 +253,62 @@ def test_run_grid_rejects_unknown_variants_and_empty_seeds():
         analysis.run_grid("tiny", ["nope"], [0])
     with pytest.raises(ValueError, match="seeds is empty"):
         analysis.run_grid("tiny", ["salma"], [])
+
+
+# ------------------------------------------------------------------------------------------- video (10)
+def _video_rows(values: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
+    """values: {variant: {mode: [J&F per seed]}}; appearance = value + 0.1, motion = value - 0.1."""
+    rows = []
+    for v, by_mode in values.items():
+        for mode, per_seed in by_mode.items():
+            for seed, x in enumerate(per_seed):
+                for subset, y in (("all", x), ("appearance", x + 0.1), ("motion", x - 0.1)):
+                    rows.append({"variant": v, "seed": seed, "mode": mode, "subset": subset, "J": y, "F": y,
+                                 "J&F": y, "N": 40})
+    return pd.DataFrame(rows)
+
+
+def test_video_tables_use_jf_per_mode_with_floors_and_the_papers_video_columns():
+    df = _video_rows({"baseline": {"per_frame": [0.40, 0.42, 0.44], "released": [0.2, 0.2, 0.2]},
+                      "salma": {"per_frame": [0.41, 0.44, 0.47], "released": [0.3, 0.3, 0.3]},
+                      "film": {"per_frame": [0.30, 0.30, 0.30], "released": [0.1, 0.1, 0.1]}})
+    per_frame = df[df["mode"] == "per_frame"]
+    t2 = analysis.ablation_table(per_frame, ["baseline", "salma"], metric="J&F", kinds=analysis.VIDEO_KIND_NAMES,
+                                 label="J&F (%)", benchmark="Ref-DAVIS17 val").set_index("variant")
+    assert t2.loc["salma", "ours: J&F (%)"] == "44.0 ± 3.0 (n=3)"
+    assert t2.loc["salma", "Δ vs baseline (points)"] == "2.0 ± 1.0 (n=3)"
+    assert t2.loc["salma", "motion (%)"] == pytest.approx(34.0)
+    assert t2.loc["salma", "paper: Ref-DAVIS17 val J&F (%)"] == 71.87
+    assert "paper: RefCOCOg test cIoU (%)" not in t2.columns  # only the asked benchmark's column
+    t3 = analysis.ablation_table(per_frame, ["salma", "film"], "Table 3", "salma", metric="J&F",
+                                 kinds=analysis.VIDEO_KIND_NAMES, benchmark="MeViS valu")
+    assert list(t3["paper: MeViS valu J&F (%)"]) == [53.37, 47.46] and "paper: Ref-DAVIS17 val J&F (%)" not in t3
+    with pytest.raises(ValueError, match="MeViS valu"):
+        analysis.ablation_table(per_frame, ["salma"], "Table 3", "salma", metric="J&F", benchmark="MeViS")
+    floors = pd.DataFrame([{"floor": "largest", "subset": s, "J": 0.25, "F": 0.25, "J&F": 0.25, "N": 40}
+                           for s in ("all",) + analysis.VIDEO_KIND_NAMES])
+    jf = analysis.video_jf_table(df, floors, ["baseline", "salma"])
+    assert list(jf["model"]) == ["baseline", "salma", "baseline", "salma", "floor: largest"]
+    assert list(jf["mode"]) == ["per_frame", "per_frame", "released", "released", "-"]
+    assert jf.iloc[2]["all mean"] == pytest.approx(20.0) and jf.iloc[4]["motion J&F (%)"] == "25.0"
+
+
+def test_floor_verdict_needs_every_seed_above_the_floor():
+    assert "above it on every seed (the lowest seed by 5.0 points)" in analysis.floor_verdict(
+        {0: 0.30, 1: 0.35}, 0.25, "baseline", "largest object")
+    assert "not on every seed" in analysis.floor_verdict({0: 0.20, 1: 0.40}, 0.25, "baseline", "largest object")
+    assert "does not beat it (-5.0 points" in analysis.floor_verdict({0: 0.20, 1: 0.20}, 0.25, "b", "f")
+    assert "no run" in analysis.floor_verdict({}, 0.25, "b", "f")
+
+
+def test_video_run_rows_flattens_both_modes():
+    @dataclass
+    class Fake:
+        metrics: dict
+
+    rows = [{"subset": "all", "J": 0.3, "F": 0.5, "J&F": 0.4, "N": 2}]
+    runs = {"baseline": {0: Fake({"video_val": {"per_frame": rows, "released": rows}})}}
+    df = analysis.video_run_rows(runs)
+    assert list(df["mode"]) == ["per_frame", "released"] and list(df["J&F"]) == [0.4, 0.4]
+    with pytest.raises(ValueError, match="accepted values"):
+        analysis.video_run_grid("tiny", ["nope"], [0])

@@ -86,3 +86,28 @@ def test_video_bench_on_cuda_with_max_autotune():
     assert keys.count("salma_compiled") == 2 and keys[-1] == "mllm"
     for mode in ("per_frame", "released"):
         assert out["summary"]["compile_check"][mode]["mask_agreement"] > 0.99  # bf16: not bit-equal
+
+
+def test_long_clip_reports_time_and_peak_memory(tmp_path, monkeypatch, capsys):
+    rows = bv.long_clip_memory("tiny", n_frames=6, device="cpu", progress=False)
+    assert [r["offload"] for r in rows] == [False, True]
+    for r in rows:
+        assert r["frames"] == 6 and r["masks_shape"] == [1, 6, r["size"], r["size"]]
+        assert r["rss_peak_mb"] >= r["rss_before_mb"] > 0 and r["ms_per_frame"] > 0 and r["cuda_peak_mb"] is None
+    monkeypatch.setenv("SALMA_FIGURES_DIR", str(tmp_path))
+    assert eff.run(_parser().parse_args(["--video", "--preset", "tiny", "--device", "cpu", "--long", "3"])) == 0
+    assert (tmp_path / "video_long_clip.csv").exists() and "Long clip" in capsys.readouterr().out
+    assert eff.run(_parser().parse_args(["--preset", "tiny", "--long", "3"])) == 2
+    assert "--video" in capsys.readouterr().err
+
+
+def test_peak_rss_sees_a_temporary_allocation():
+    import numpy as np
+
+    with bv.PeakRSS(interval=0.001) as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        import time
+
+        time.sleep(0.05)
+        del block
+    assert mem.peak_mb - mem.before_mb > 40

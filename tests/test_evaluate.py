@@ -74,3 +74,18 @@ def test_cli_errors_name_the_problem(setup, tmp_path):
         main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--split", "nope"])
     with pytest.raises(FileNotFoundError, match="not a SalmaModel checkpoint"):
         main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(root)])
+
+
+def test_attention_rows_only_distractor_gives_the_same_rows_fig5_keeps(setup):
+    """07 traces only the expressions with a look-alike: the rows must equal the full pass's distractor rows."""
+    from salma.analysis import attention_rows
+
+    root, model, _ = setup
+    ds = ReferDataset(root, "synref", split="val")
+    full = attention_rows(model, ds, limit=20, progress=False)
+    kept = [r for r in full if r["chance_distractor"] == r["chance_distractor"]]  # not NaN
+    fast = attention_rows(model, ds, limit=20, progress=False, only_distractor=True)
+    assert kept, "the fixture needs expressions with a distractor"
+    assert len(fast) == len(kept) < len(full)
+    for a, b in zip(fast, kept):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k]) for k in a if k not in ("model", "kind"))
