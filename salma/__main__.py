@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("salma.cli_model:train", "fine-tune one ablation variant from the foundation"),
     "evaluate": ("salma.cli_model:evaluate",
                  "evaluate a checkpoint on refer-format images (cIoU, gIoU) or on video data (J&F), beside the floors"),
+    "diagnose": ("salma.diagnose", "which object a checkpoint's masks land on, by expression kind and by the words used"),
     "bench": ("salma.efficiency", "paper Table 5 (params, GMAC/GFLOP) and Sa2VA vs SALMA latency at paper scale"),
 }
 
