@@ -253,3 +253,32 @@ def test_decoys_share_colour_or_shape_and_force_longer_descriptions():
         assert share_colour or share_shape, (index, e.sentence)
         n_checked += 1
     assert n_checked >= 10
+
+
+def test_relation_named_distractors_drop_size_and_shade_words_and_keep_the_default():
+    """distractor_relation_prob=1: a distractor target is named by a relation (no size or shade word) when one
+    exists; the expression still fits only the target. Other kinds' scenes are unchanged, and the default (0)
+    draws nothing."""
+    from dataclasses import replace
+
+    from salma.diagnose import word_signature
+
+    spec = replace(DEFAULT_SPEC, distractor_relation_prob=1.0)
+    n_relation = 0
+    for index in range(80):
+        base = make_scene(3, "val", index, 64)
+        scene = make_scene(3, "val", index, 64, spec)
+        assert scene.kind == base.kind
+        if base.kind != "distractor":
+            assert [e.sentence for e in scene.expressions] == [e.sentence for e in base.expressions]
+            assert np.array_equal(scene.image, base.image)
+            continue
+        for e in scene.expressions:
+            assert e.kind == "distractor" and e.distractors
+            if "relation" in word_signature(e.sentence):
+                n_relation += 1
+                words = e.sentence.split()
+                cut = min([words.index(w) for w in ("to", "above", "below", "with") if w in words] or [len(words)])
+                target_words = set(words[:cut])  # the anchor after the relation may carry a size word
+                assert not {"small", "large", "big", "dark", "bright", "smallest", "largest"} & target_words, e.sentence
+    assert n_relation >= 5

@@ -132,6 +132,15 @@ class SynRefSpec:
     # the distractor kind still scored higher than the attribute kind (0.40 vs 0.22), so decoys alone do not
     # make the kind harder; kept as a knob for that investigation.
     distractor_decoy_prob: float = 0.0
+    # Relation-named distractor targets: with this probability a distractor target is named by a spatial,
+    # extreme or "with a larger one" relation over its colour/shape description, which the look-alike
+    # shares ("the green square to the left of the blue circle"), instead of by its size or shade
+    # ("the small green square"), when such a relation exists (else as before). Size and shade words are
+    # what the small baseline reads best (`python -m salma diagnose`: 70-100% of expressions with them pick
+    # the target, 16% with a shape word alone), so naming by them makes the distractor kind easy; a relation
+    # makes the model find the target without the word that rules the salient look-alike out. Off in
+    # synref-1.0 (0.0 draws nothing, so the default output is unchanged).
+    distractor_relation_prob: float = 0.0
     # Relation images: how the ambiguous group (2-3 objects) shares a description.
     relation_group_probs: tuple[float, float, float] = (0.5, 0.3, 0.2)  # shape / colour+shape / colour
     # Relation template weights, in RELATION_TEMPLATES order (superlative, extreme, spatial, larger_one);
@@ -719,6 +728,13 @@ def _expressions_for(rng, kind: str, objs: list[SynObject], groups: dict[int, li
             cands = _distractor_expressions(rng, objs, t, looks)
             if not cands:
                 return []  # the layout failed its purpose: redraw the scene
+            if spec.distractor_relation_prob > 0 and rng.random() < spec.distractor_relation_prob:
+                by_template = {k: v for k, v in _relation_expressions(rng, objs, t, spec.superlative_margin).items()
+                               if k != "superlative"}  # "the smallest ..." would name the size again
+                if by_template:
+                    templates = [k for k in RELATION_TEMPLATES if k in by_template]
+                    weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
+                    cands = by_template[_choice(rng, templates, weights)]
             out.append(SynExpression(cands[int(rng.integers(len(cands)))], t, kind, tuple(looks)))
         return out
     n_expr = int(_choice(rng, (1, 2, 3), spec.n_expr_probs))
@@ -911,4 +927,4 @@ def _spec_dict(spec: SynRefSpec) -> dict:
     return {k: listify(v) for k, v in asdict(spec).items() if not (k in _LATER_KNOBS and v == _LATER_KNOBS[k])}
 
 
-_LATER_KNOBS = {"distractor_decoy_prob": 0.0}  # knob -> its off value
+_LATER_KNOBS = {"distractor_decoy_prob": 0.0, "distractor_relation_prob": 0.0}  # knob -> its off value
