@@ -466,6 +466,24 @@ def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:
     return SalmaModel.from_pretrained(init, cfg=cfg)
 
 
+def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], train_cfg) -> list[dict]:
+    """AdamW groups: weight decay on matrices only (not on biases, norms, gamma), and the MBA module's
+    parameters at ``lr_scale = train_cfg.mba_lr_scale`` (every group carries its ``lr_scale``). At scale 1
+    (the default) there are the two groups, in the order, that runs and checkpoints have always had."""
+    mba_ids = {id(p) for n, p in model.named_parameters() if n.startswith("mba.")}
+    parts = ([(params, 1.0)] if train_cfg.mba_lr_scale == 1.0 else
+             [([p for p in params if id(p) not in mba_ids], 1.0),
+              ([p for p in params if id(p) in mba_ids], train_cfg.mba_lr_scale)])
+    groups = []
+    for chosen, scale in parts:
+        for decays in (True, False):
+            ps = [p for p in chosen if (p.ndim >= 2) == decays]
+            if ps:
+                groups.append({"params": ps, "weight_decay": train_cfg.weight_decay if decays else 0.0,
+                               "lr_scale": scale})
+    return groups
+
+
 def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progress: bool = True,
           stop_after: int | None = None) -> RunResult:
     """Run (or reuse) one training run; see the module docstring. ``stop_after`` ends the process' work
@@ -501,11 +519,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
     params = [p for p in model.parameters() if p.requires_grad]
     if spec.stage == "stage0":
         params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.")]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.train.lr, betas=cfg.train.betas)
+    optimizer = torch.optim.AdamW(param_groups(model, params, cfg.train), lr=cfg.train.lr, betas=cfg.train.betas)
     start = load_checkpoint(run_dir, model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     core: SalmaModel = accelerator.unwrap_model(model)
@@ -528,7 +542,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
             raise RuntimeError(f"batch stream out of order: got step {item_step}, expected {step}")
         lr = lr_at(step, total, cfg.train.lr, cfg.train.warmup_ratio)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before lr_scale lack it
         gamma_scale = linear_warmup(step, total, cfg.mba.gamma_warmup_ratio)
         aux_scale = linear_warmup(step, total, cfg.loss.aux_warmup_ratio)
         sums: dict[str, float] = {}

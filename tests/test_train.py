@@ -148,3 +148,31 @@ def test_loader_workers_give_the_same_training(tiny_data, tmp_path, monkeypatch)
     a = load_state_dict(here.final / "model.safetensors")
     b = load_state_dict(workers.final / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_mba_lr_scale_groups_and_config_hash_compatibility():
+    """mba_lr_scale puts MBA's parameters in their own AdamW groups at a multiple of the learning rate; at its
+    default (1) the groups and the config's dict and hash are what they were before the option existed."""
+    import dataclasses
+
+    from salma.config import SalmaConfig, get_preset
+    from salma.model import SalmaModel
+    from salma.train import param_groups
+
+    cfg = get_preset("tiny")
+    model = SalmaModel(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    plain = param_groups(model, params, cfg.train)
+    assert [g["lr_scale"] for g in plain] == [1.0, 1.0] and sum(len(g["params"]) for g in plain) == len(params)
+    assert "mba_lr_scale" not in cfg.to_dict()["train"]
+    scaled_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mba_lr_scale=10.0))
+    assert scaled_cfg.to_dict()["train"]["mba_lr_scale"] == 10.0 and scaled_cfg.hash() != cfg.hash()
+    assert SalmaConfig.from_dict(scaled_cfg.to_dict()) == scaled_cfg and SalmaConfig.from_dict(cfg.to_dict()) == cfg
+    scaled = param_groups(model, params, scaled_cfg.train)
+    mba = {id(p) for p in model.mba.parameters()}
+    assert sum(len(g["params"]) for g in scaled) == len(params)
+    for g in scaled:
+        in_mba = {id(p) in mba for p in g["params"]}
+        assert len(in_mba) == 1 and g["lr_scale"] == (10.0 if in_mba.pop() else 1.0)
+    assert any(model.mba.gamma is p for g in scaled if g["lr_scale"] == 10.0 and g["weight_decay"] == 0.0
+               for p in g["params"])
