@@ -47,21 +47,28 @@ def runs_root() -> Path:
     return default_runs_root()
 
 
-def run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], steps: int | None = None,
-             progress: bool = True) -> dict[str, dict[int, object]]:
-    """Fine-tune (or reuse from the run cache) every variant at every seed from the preset's foundation.
-
-    Returns {variant: {seed: RunResult}}. The first call trains; later calls (other notebooks) reuse.
-    """
-    from salma.experiments import VARIANTS, finetune
+def _grid(run_one, variants: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[int, object]]:
+    """{variant: {seed: run_one(variant, seed)}} after checking the names (shared by the image and video grids)."""
+    from salma.experiments import VARIANTS
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; accepted values: {', '.join(VARIANTS)}")
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed, e.g. [0]")
-    return {v: {int(s): finetune(preset, v, seed=int(s), steps=steps, runs_root=runs_root(), progress=progress)
-                for s in seeds} for v in variants}
+    return {v: {int(s): run_one(v, int(s)) for s in seeds} for v in variants}
+
+
+def run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], steps: int | None = None,
+             progress: bool = True) -> dict[str, dict[int, object]]:
+    """Fine-tune (or reuse from the run cache) every variant at every seed from the preset's foundation.
+
+    Returns {variant: {seed: RunResult}}. The first call trains; later calls (other notebooks) reuse.
+    """
+    from salma.experiments import finetune
+
+    return _grid(lambda v, s: finetune(preset, v, seed=s, steps=steps, runs_root=runs_root(), progress=progress),
+                 variants, seeds)
 
 
 def run_rows(runs: Mapping[str, Mapping[int, object]]) -> pd.DataFrame:
@@ -81,15 +88,10 @@ def video_run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], s
                    progress: bool = True) -> dict[str, dict[int, object]]:
     """``run_grid`` for video: every variant fine-tuned on SynRef-Video at every seed from the preset's image
     foundation (``salma.experiments.finetune_video``; cached). Returns {variant: {seed: RunResult}}."""
-    from salma.experiments import VARIANTS, finetune_video
+    from salma.experiments import finetune_video
 
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; accepted values: {', '.join(VARIANTS)}")
-    if not seeds:
-        raise ValueError("seeds is empty: give at least one seed, e.g. [0]")
-    return {v: {int(s): finetune_video(preset, v, seed=int(s), steps=steps, runs_root=runs_root(), progress=progress)
-                for s in seeds} for v in variants}
+    return _grid(lambda v, s: finetune_video(preset, v, seed=s, steps=steps, runs_root=runs_root(),
+                                             progress=progress), variants, seeds)
 
 
 def video_run_rows(runs: Mapping[str, Mapping[int, object]]) -> pd.DataFrame:
