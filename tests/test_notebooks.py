@@ -199,6 +199,37 @@ def check_08_qualitative(results: dict[str, Any], figures: Path) -> None:
 
 
 # notebook stem -> check(results read from figures/<stem>.json, the figures folder)
+def check_10_video(results: dict[str, Any], figures: Path) -> None:
+    variants, seeds = results["variants"], results["seeds"]
+    assert {"baseline", "salma"} <= set(variants)
+    got = {(r["variant"], r["seed"], r["mode"], r["subset"]) for r in results["rows"]}
+    for v in variants:
+        for s in seeds:
+            for mode in ("per_frame", "released"):
+                for subset in ("all", "appearance", "motion"):
+                    assert (v, s, mode, subset) in got, (v, s, mode, subset)
+    assert all(0.0 <= r["J&F"] <= 1.0 and math.isclose(r["J&F"], (r["J"] + r["F"]) / 2, abs_tol=1e-9)
+               for r in results["rows"] if r["N"] > 0)
+    floors = {(r["floor"], r["subset"]) for r in results["floors"]}
+    assert {("largest_object_per_frame", "all"), ("first_frame_gt", "all")} <= floors
+    table2 = {r["variant"]: r for r in results["table2"]}
+    assert table2["baseline"]["paper: Ref-DAVIS17 val J&F (%)"] == 68.52 and table2["salma"]["seeds"] == len(seeds)
+    assert "paper: RefCOCOg test cIoU (%)" not in table2["salma"]  # the video table carries the video column only
+    assert {r["variant"]: r for r in results["table3"]}["salma"]["paper: MeViS valu J&F (%)"] == 53.37
+    assert sum("floor" in v for v in results["verdicts"]) == 2 * len(variants)
+    assert set(results["example"]["scores"]) == {f"{m} ({mode})" for m in ("baseline", "salma")
+                                                 for mode in ("per_frame", "released")}
+    for mode in ("per_frame", "released"):
+        cost = results["cost"]["modes"][mode]
+        assert _finite_positive(cost["baseline"]["per_frame_s"]["median"]), mode
+        assert _finite_positive(cost["salma"]["extras_per_frame_s"]["median"]), mode  # the extras ran on every frame
+    long_clip = results["long_clip"]
+    assert [r["offload"] for r in long_clip] == [False, True]
+    assert all(r["rss_peak_mb"] >= r["rss_before_mb"] and r["ms_per_frame"] > 0 for r in long_clip)
+    _files(figures, "10_walkthrough.png", "10_jf.md", "10_jf.png", "10_table2_davis.csv", "10_table3_mevis.md",
+           "10_cost.csv", "10_long_clip.csv")
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "00_environment": check_00_environment,
     "01_prepass_prior": check_01_prepass_prior,
@@ -210,6 +241,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "07_attention_spotlight": check_07_attention_spotlight,
     "08_qualitative": check_08_qualitative,
     "09_efficiency": check_09_efficiency,
+    "10_video": check_10_video,
 }
 
 
