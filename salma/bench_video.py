@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -60,13 +60,16 @@ from salma.efficiency import (
 from salma.sam2_ext import structural_prior
 from salma.video import VIDEO_MODES, clip_prompts, predict_per_frame, predict_released
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11; the kit supports 3.10
+
 COMPILE_MODES = ("none", "default", "max-autotune")
 VARIANTS = ("baseline", "salma", "salma_compiled")
 
 __all__ = [
     "COMPILE_MODES",
-    "PeakRSS",
     "CompiledExtras",
+    "PeakRSS",
     "VideoBench",
     "bench_clip",
     "check_compile_mode",
@@ -461,7 +464,7 @@ class PeakRSS:
             self.peak_mb = max(self.peak_mb, self._rss())
             self._stop.wait(self._interval)
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Self:
         import threading
 
         if self._device is not None and self._device.type == "cuda":

@@ -42,17 +42,10 @@ def test_lr_schedule_warmup_then_cosine():
     assert lrs[-1] < 0.01
 
 
-def test_resume_after_kill_matches_uninterrupted(tiny_data, tmp_path):
+def test_resume_after_kill_matches_uninterrupted(tiny_data, kill_and_resume):
     cfg = tiny_cfg(steps=6)
     spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=2, eval_limit=8, name="full")
-    full = train(cfg, spec, runs_root=tmp_path / "a", progress=False)
-    killed = train(cfg, spec, runs_root=tmp_path / "b", progress=False, stop_after=3)
-    assert killed.metrics == {} and not (killed.run_dir / "metrics.json").exists()
-    resumed = train(cfg, spec, runs_root=tmp_path / "b", progress=False)
-    a = load_state_dict(full.final / "model.safetensors")
-    b = load_state_dict(resumed.final / "model.safetensors")
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    full, resumed = kill_and_resume(cfg, spec, stop_after=3)
     assert resumed.metrics["ciou"] == pytest.approx(full.metrics["ciou"], abs=1e-6)
     assert [r["step"] for r in resumed.log] == list(range(1, 7)), "the resumed log has each step once"
     assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)

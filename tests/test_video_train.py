@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from salma.checkpoint import load_state_dict
 from salma.config import get_preset
 from salma.data.synref_video import generate_synref_video
 from salma.data.video_format import VideoReferDataset
@@ -158,18 +157,12 @@ def test_video_steps_overfit_one_clip_batch(clips):
     assert seg[-1] < 0.6 * seg[0], seg
 
 
-def test_video_runs_resume_exactly_and_report_jf(video_data, tmp_path):
+def test_video_runs_resume_exactly_and_report_jf(video_data, kill_and_resume):
     cfg = get_preset("tiny")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=4, batch_size=2, grad_accum=2,
                                                              warmup_ratio=0.25))
     spec = dataclasses.replace(SPEC, data_root=str(video_data), checkpoint_every=2, eval_limit=2, name="vid")
-    full = train(cfg, spec, runs_root=tmp_path / "a", progress=False)
-    killed = train(cfg, spec, runs_root=tmp_path / "b", progress=False, stop_after=2)
-    assert killed.metrics == {} and not (killed.run_dir / "metrics.json").exists()
-    resumed = train(cfg, spec, runs_root=tmp_path / "b", progress=False)
-    a = load_state_dict(full.final / "model.safetensors")
-    b = load_state_dict(resumed.final / "model.safetensors")
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    full, resumed = kill_and_resume(cfg, spec, stop_after=2)
     assert [r["step"] for r in resumed.log] == [1, 2, 3, 4]
     assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
     m = resumed.metrics
