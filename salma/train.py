@@ -30,6 +30,7 @@ cached under ``runs/`` by a hash of their full config.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -423,9 +424,38 @@ def run_hash(cfg: SalmaConfig, spec: RunSpec) -> str:
     if spec.stage != "video":
         for k in VIDEO_FIELDS:
             fields.pop(k)
-    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": _file_sha(spec.init_from)},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": _file_sha(spec.init_from),
+                       "data": data_fingerprint(spec.data_root)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+ANNOTATION_SUFFIXES = (".json", ".p", ".pkl")
+
+
+def data_fingerprint(data_root: str | None) -> str | None:
+    """sha256 over a dataset's annotation files (``*.json``, ``*.p`` one or two folders down, the images
+    left out), so that a dataset regenerated at the same path (a new generator version, a changed knob) is
+    never mistaken for the runs cached from the old one. None when there is no data root."""
+    if data_root is None:
+        return None
+    root = Path(data_root)
+    files = sorted(p for pattern in ("*/*", "*") for p in root.glob(pattern)
+                   if p.is_file() and p.suffix in ANNOTATION_SUFFIXES)
+    if not files:
+        return None  # nothing to read yet: the loader names the problem when the run starts
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}:{_cached_sha256(str(p), st.st_mtime_ns, st.st_size)};".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    # keyed by mtime and size too, so a file rewritten in place is hashed again
+    return _sha256(Path(path))
 
 
 def _file_sha(init_from: str | None) -> str | None:

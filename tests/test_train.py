@@ -62,6 +62,22 @@ def test_run_cache_reuses_finished_run(tiny_data, tmp_path):
     assert other.run_dir != first.run_dir, "a different config is a different run"
 
 
+def test_run_cache_tells_regenerated_data_at_the_same_path_apart(tmp_path):
+    """Runs are cached by a hash that covers the data's annotation files, not only the data root's path: a
+    SynRef regenerated in place with another spec (as synref-1.1 was) must not reuse the old data's runs."""
+    from salma.data.synref import SYNREF_1_0_SPEC
+    from salma.train import run_hash
+
+    root = tmp_path / "synref"
+    sizes = {"train": 12, "val": 4, "testA": 0, "testB": 0}
+    generate_synref(root, seed=1, scene_size=32, n_images=sizes, progress=False, spec=SYNREF_1_0_SPEC)
+    cfg, spec = tiny_cfg(steps=2), RunSpec(stage="stage1", data_root=str(root), name="data")
+    old = run_hash(cfg, spec)
+    assert run_hash(cfg, spec) == old, "the same data gives the same hash"
+    generate_synref(root, seed=1, scene_size=32, n_images=sizes, progress=False)  # the default (1.1) spec
+    assert run_hash(cfg, spec) != old
+
+
 def test_stage0_trains_sam_only_and_reports_prior(tiny_data, tmp_path):
     cfg = dataclasses.replace(tiny_cfg(steps=2, enabled=False),
                               sam2=dataclasses.replace(get_preset("tiny").sam2, freeze_encoder=False))
