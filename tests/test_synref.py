@@ -94,7 +94,9 @@ def test_round_trip_generator_files_loader(tmp_path):
             assert [s.expression for s in samples] == [e.sentence for e in scene.expressions]
             for s, e in zip(samples, scene.expressions):
                 assert np.array_equal(ds.load_mask(s), scene.objects[e.target].mask)
-                assert s.kind == e.kind == scene.kind
+                assert s.kind == e.kind
+                # a distractor scene also names its look-alike, as a relation (lookalike_expression_prob)
+                assert e.kind == scene.kind or (scene.kind, e.kind) == ("distractor", "relation")
                 assert s.area_ratio == scene.objects[e.target].area / 48**2
 
 
@@ -123,7 +125,8 @@ def test_every_kind_and_area_bin_present(modest):
     assert ((ratios >= 0.02) & (ratios < 0.05)).sum() >= 5
     assert (ratios >= 0.05).sum() >= 5
     n_per_image = [len(ds.samples_for_image(i)) for i in ds.image_ids()]
-    assert min(n_per_image) >= 1 and max(n_per_image) <= 3
+    # up to 3 expressions per image; 4 in a distractor image with two groups and their look-alike expressions
+    assert min(n_per_image) >= 1 and max(n_per_image) <= 4
 
 
 def test_tokens_are_in_vocabulary(modest):
@@ -138,8 +141,10 @@ def test_tokens_are_in_vocabulary(modest):
 
 
 def test_distractors_are_larger_brighter_look_alikes(modest):
+    from salma.diagnose import word_signature
+
     ds = ReferDataset(modest, "synref", split="val")
-    n = 0
+    n = n_by_relation = 0
     for s in ds:
         if s.kind != "distractor":
             assert s.distractor_ann_ids == ()
@@ -155,11 +160,14 @@ def test_distractors_are_larger_brighter_look_alikes(modest):
             assert d["area"] > 2 * t["area"]
             assert SHADES.index(d["shade"]) > SHADES.index(t["shade"])
             assert d["colour"] == t["colour"] or d["shape"] == t["shape"]
-        # the expression names the target's colour or shape, so the look-alike fits all but the modifier
+        # the expression names the target's colour or shape, which the look-alike shares, plus a relation
+        # (synref-1.1) or, when the layout offers none, the size/shade modifier the look-alike lacks
         words = set(s.expression.split())
         assert t["colour"] in words or t["shape"] in words
-        assert words & {"small", "dark"}
-    assert n >= 20
+        by_relation = "relation" in word_signature(s.expression)
+        assert by_relation or words & {"small", "dark"}, s.expression
+        n_by_relation += by_relation
+    assert n >= 20 and n_by_relation >= n / 2, (n, n_by_relation)
     # attribute targets are mostly not small, so the attribute kind is not made easy or hard by size
     attr = [ds.anns[s.ann_id]["size"] for s in ds if s.kind == "attribute"]
     assert attr.count("small") / len(attr) < 0.4
@@ -256,17 +264,19 @@ def test_decoys_share_colour_or_shape_and_force_longer_descriptions():
 
 
 def test_relation_named_distractors_drop_size_and_shade_words_and_keep_the_default():
-    """distractor_relation_prob=1: a distractor target is named by a relation (no size or shade word) when one
-    exists; the expression still fits only the target. Other kinds' scenes are unchanged, and the default (0)
-    draws nothing."""
-    from dataclasses import replace
-
+    """distractor_relation_prob=1 (synref-1.1's default): a distractor target is named by a relation (no size or
+    shade word) when one exists; the expression still fits only the target. Other kinds' scenes are the same
+    as synref-1.0's (the knob at 0), and the 1.0 spec names no distractor target by a relation."""
+    from salma.data.synref import SYNREF_1_0_SPEC
     from salma.diagnose import word_signature
 
-    spec = replace(DEFAULT_SPEC, distractor_relation_prob=1.0)
-    n_relation = 0
+    spec = DEFAULT_SPEC
+    assert spec.distractor_relation_prob == 1.0 and SYNREF_1_0_SPEC.distractor_relation_prob == 0.0
+    n_relation = n_base_relation = 0
     for index in range(80):
-        base = make_scene(3, "val", index, 64)
+        base = make_scene(3, "val", index, 64, SYNREF_1_0_SPEC)
+        n_base_relation += sum(e.kind == "distractor" and "relation" in word_signature(e.sentence)
+                               for e in base.expressions)
         scene = make_scene(3, "val", index, 64, spec)
         assert scene.kind == base.kind
         if base.kind != "distractor":
@@ -274,6 +284,8 @@ def test_relation_named_distractors_drop_size_and_shade_words_and_keep_the_defau
             assert np.array_equal(scene.image, base.image)
             continue
         for e in scene.expressions:
+            if e.kind == "relation":
+                continue  # a look-alike expression (lookalike_expression_prob, the next test)
             assert e.kind == "distractor" and e.distractors
             if "relation" in word_signature(e.sentence):
                 n_relation += 1
@@ -281,4 +293,29 @@ def test_relation_named_distractors_drop_size_and_shade_words_and_keep_the_defau
                 cut = min([words.index(w) for w in ("to", "above", "below", "with") if w in words] or [len(words)])
                 target_words = set(words[:cut])  # the anchor after the relation may carry a size word
                 assert not {"small", "large", "big", "dark", "bright", "smallest", "largest"} & target_words, e.sentence
-    assert n_relation >= 5
+    assert n_relation >= 5 and n_base_relation == 0
+
+
+def test_lookalike_expressions_break_the_small_target_shortcut():
+    """lookalike_expression_prob=1 (synref-1.1): a distractor scene also names its large look-alike, by an extreme
+    or spatial relation with no size word, as a relation-kind expression; so "the small one of a pair sharing a
+    description" is not always the answer. The 1.0 spec draws none."""
+    from salma.data.synref import SYNREF_1_0_SPEC
+
+    n_lookalike = 0
+    for index in range(60):
+        scene = make_scene(5, "val", index, 64)
+        if scene.kind != "distractor":
+            continue
+        looks = {e.distractors[0] for e in scene.expressions if e.kind == "distractor"}
+        for e in scene.expressions:
+            if e.kind == "relation":
+                assert e.target in looks and not e.distractors, e
+                words = e.sentence.split()
+                cut = min([words.index(w) for w in ("to", "above", "below") if w in words] or [len(words)])
+                # the anchor after a spatial relation may carry a size word; the look-alike's own words do not
+                assert not {"small", "large", "big", "smallest", "largest", "larger"} & set(words[:cut]), e
+                n_lookalike += 1
+        old = make_scene(5, "val", index, 64, SYNREF_1_0_SPEC)
+        assert all(e.kind == "distractor" for e in old.expressions)
+    assert n_lookalike >= 10

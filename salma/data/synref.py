@@ -55,7 +55,9 @@ from tqdm.auto import tqdm
 
 from salma.data.refer import decode_rle
 
-GENERATOR_VERSION = "synref-1.0"
+# synref-1.1 (2026-11-23): distractor targets are named by a relation by default (distractor_relation_prob
+# 1.0); synref-1.0 named them by size or shade, which made the distractor kind the baseline's easiest.
+GENERATOR_VERSION = "synref-1.1"
 SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB")
 DEFAULT_N_IMAGES: dict[str, int] = {"train": 10000, "val": 400, "testA": 400, "testB": 400}  # the small preset's
 KINDS: tuple[str, ...] = ("attribute", "distractor", "relation")
@@ -141,9 +143,17 @@ class SynRefSpec:
     # makes the model find the target without the word that rules the salient look-alike out. Measured
     # 2026-11-23 with the shipped small foundation (trained without it) on the 400 val expressions at 1.0:
     # distractor-kind cIoU 0.46 -> 0.10 (attribute 0.34 and relation 0.28 unchanged: their scenes are the
-    # same), and the masks land on the look-alike for 31% of distractor expressions (0% before). Off in
-    # synref-1.0 (0.0 draws nothing, so the default output is unchanged).
-    distractor_relation_prob: float = 0.0
+    # same), and the masks land on the look-alike for 31% of distractor expressions (0% before). On (1.0)
+    # from synref-1.1; 0.0 draws nothing and gives synref-1.0's scenes (SYNREF_1_0_SPEC).
+    distractor_relation_prob: float = 1.0
+    # Look-alike expressions: with this probability a distractor group also names its first look-alike (the
+    # large, bright one) by an extreme or spatial relation, as a relation-kind expression of the same scene.
+    # Without them every pair of objects sharing a description in a distractor scene has the small one as
+    # its target, a shortcut the baseline learns: trained on synref-1.1 without them, its masks landed on the
+    # look-alike for 0% of distractor expressions and on the target for 55% (attribute 36%), so the
+    # distractor kind stayed the easier one. With them the look-alike pair is told apart only by the words.
+    # On (1.0) from synref-1.1; 0.0 draws nothing.
+    lookalike_expression_prob: float = 1.0
     # Relation images: how the ambiguous group (2-3 objects) shares a description.
     relation_group_probs: tuple[float, float, float] = (0.5, 0.3, 0.2)  # shape / colour+shape / colour
     # Relation template weights, in RELATION_TEMPLATES order (superlative, extreme, spatial, larger_one);
@@ -165,6 +175,9 @@ class SynRefSpec:
 
 
 DEFAULT_SPEC = SynRefSpec()
+# synref-1.0's spec (size/shade-named distractors). SynRef-Video keeps it for its image settings, so that its
+# files, which record them, are unchanged by the image generator's 1.1.
+SYNREF_1_0_SPEC = SynRefSpec(distractor_relation_prob=0.0, lookalike_expression_prob=0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -739,6 +752,15 @@ def _expressions_for(rng, kind: str, objs: list[SynObject], groups: dict[int, li
                     weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
                     cands = by_template[_choice(rng, templates, weights)]
             out.append(SynExpression(cands[int(rng.integers(len(cands)))], t, kind, tuple(looks)))
+            if spec.lookalike_expression_prob > 0 and rng.random() < spec.lookalike_expression_prob:
+                big = looks[0]
+                by_template = {k: v for k, v in _relation_expressions(rng, objs, big, spec.superlative_margin).items()
+                               if k in ("extreme", "spatial")}  # no size word: "largest" would name it outright
+                if by_template:
+                    templates = [k for k in RELATION_TEMPLATES if k in by_template]
+                    weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
+                    cands = by_template[_choice(rng, templates, weights)]
+                    out.append(SynExpression(cands[int(rng.integers(len(cands)))], big, "relation", ()))
         return out
     n_expr = int(_choice(rng, (1, 2, 3), spec.n_expr_probs))
     for t in rng.permutation(len(objs)).tolist():
@@ -930,4 +952,4 @@ def _spec_dict(spec: SynRefSpec) -> dict:
     return {k: listify(v) for k, v in asdict(spec).items() if not (k in _LATER_KNOBS and v == _LATER_KNOBS[k])}
 
 
-_LATER_KNOBS = {"distractor_decoy_prob": 0.0, "distractor_relation_prob": 0.0}  # knob -> its off value
+_LATER_KNOBS = {"distractor_decoy_prob": 0.0, "distractor_relation_prob": 0.0, "lookalike_expression_prob": 0.0}  # knob -> its off value

@@ -62,9 +62,9 @@ from tqdm.auto import tqdm
 from salma.data.synref import (
     _UNIT,
     _UNIT_AREA,
-    DEFAULT_SPEC,
     SHADES,
     SIZE_CLASSES,
+    SYNREF_1_0_SPEC,
     SynRefSpec,
     _atomic_write_bytes,
     _background,
@@ -126,7 +126,7 @@ class SynRefVideoSpec:
     place_attempts: int = 60
     clip_attempts: int = 200
     jpeg_quality: int = 95
-    image: SynRefSpec = field(default=DEFAULT_SPEC)
+    image: SynRefSpec = field(default=SYNREF_1_0_SPEC)
 
 
 DEFAULT_VIDEO_SPEC = SynRefVideoSpec()
