@@ -381,6 +381,36 @@ def plot_training_log(log: Sequence[dict], losses: Sequence[str], schedules: Seq
     return fig
 
 
+def plot_foundation_curve(log0: Sequence[dict], log1: Sequence[dict]) -> Any:
+    """The foundation's two stages side by side: stage 0's loss per step (SAM-2 alone), stage 1's
+    segmentation loss per step (a 50-step running mean beside the raw values) and its val cIoU."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, log, title in ((axes[0], log0, "stage 0: SAM-2 (points -> object, dummy -> union)"),
+                           (axes[1], log1, "stage 1: Sa2VA baseline")):
+        rows = [r for r in log if "seg" in r or "total" in r]
+        key = "seg" if any("seg" in r for r in rows) else "total"
+        steps = np.array([r["step"] for r in rows if key in r])
+        values = np.array([r[key] for r in rows if key in r], dtype=float)
+        ax.plot(steps, values, color="0.75", lw=0.6, label=f"{key} loss")
+        if len(values) >= 50:
+            ax.plot(steps[49:], np.convolve(values, np.ones(50) / 50, mode="valid"), color="tab:blue",
+                    label=f"{key} loss, 50-step mean")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(title, fontsize=9)
+        evals = [(r["step"], r["val_ciou"]) for r in log if r.get("val_ciou") is not None]
+        if evals:
+            twin = ax.twinx()
+            twin.plot(*zip(*evals), "-o", color="tab:red", markersize=3, label="val cIoU")
+            twin.set_ylabel("val cIoU", color="tab:red")
+            twin.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 def plot_predictions(images: Sequence, targets: Sequence, preds: dict[str, Sequence], titles: Sequence[str]) -> Any:
     """Rows = examples; columns = the GT on the image, then each model's predicted mask (label -> masks)."""
     fig, axes = _subplots(len(images), 1 + len(preds), size=2.2)

@@ -19,6 +19,7 @@ def test_small_foundation_sha_and_size_match_manifest():
     weights = SMALL / "model.safetensors"
     assert _sha256(weights) == manifest["sha256"]["model.safetensors"]
     assert weights.stat().st_size < 10 * 1024 * 1024, "the shipped foundation must stay under 10 MB"
+    assert (SMALL / "training_curve.png").stat().st_size > 0, "pretrain writes its training curve beside it"
 
 
 @shipped

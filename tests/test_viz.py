@@ -63,6 +63,14 @@ def test_curve_and_bar_plots_draw():
     log = [{"step": i + 1, "total": 3.0 - 0.1 * i, "seg": 1.0, "lr": 1e-4, "gamma_scale": min(1, i / 2),
             "aux_scale": 1.0, "gamma": 0.001 * i} for i in range(8)]
     assert len(viz.plot_training_log(log, ["total", "seg", "tmc"], ["lr", "gamma_scale", "gamma"]).axes) == 2
+    # the foundation's curve: stage 0 logs "total", stage 1 "seg" and, every few steps, "val_ciou"
+    log0 = [{"step": i + 1, "total": 4.0 - 0.01 * i} for i in range(60)]
+    log1 = [{"step": i + 1, "seg": 1.7 - 0.01 * i, **({"val_ciou": 0.1 + i / 100} if i % 20 == 19 else {})}
+            for i in range(60)]
+    fig = viz.plot_foundation_curve(log0, log1)
+    assert len(fig.axes) == 3  # two stages, stage 1 with a val cIoU axis
+    ciou_line = fig.axes[2].lines[0]
+    assert list(ciou_line.get_xdata()) == [20, 40, 60] and list(ciou_line.get_ydata()) == pytest.approx([0.29, 0.49, 0.69])
     fig = viz.plot_grouped_bars({"all": {"a": 1.0, "b": 2.0}, "x": {"a": 3.0}}, "%", errors={"all": {"a": 0.1}})
     assert fig.axes
     fig = viz.plot_seed_points({"baseline": {0: 50.0, 1: 52.0}, "salma": {0: 55.0}}, "cIoU", paper={"b": 77.4})
