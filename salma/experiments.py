@@ -230,7 +230,8 @@ PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
                 "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0},
     },
     "small": {
-        # stage 1: 3000 steps, not 4000: the 4000-step synref-1.0 run gained 0.003 val cIoU after step 3000
+        # stage 1: 3000 steps (the 4000-step synref-1.0 run gained 0.003 val cIoU after step 3000). On synref-1.1
+        # the curve was still rising at 3000 (README, "The foundation"): the next foundation should train longer.
         "cpu": {"stage0_steps": 1200, "stage1_steps": 3000, "batch_size": 16, "lr0": 3e-4, "lr1": 3e-4,
                 "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 250},
         "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,

@@ -389,10 +389,9 @@ def plot_foundation_curve(log0: Sequence[dict], log1: Sequence[dict]) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, log, title in ((axes[0], log0, "stage 0: SAM-2 (points -> object, dummy -> union)"),
                            (axes[1], log1, "stage 1: Sa2VA baseline")):
-        rows = [r for r in log if "seg" in r or "total" in r]
-        key = "seg" if any("seg" in r for r in rows) else "total"
-        steps = np.array([r["step"] for r in rows if key in r])
-        values = np.array([r[key] for r in rows if key in r], dtype=float)
+        key = "seg" if any("seg" in r for r in log) else "total"  # stage 0 logs no segmentation loss
+        steps = np.array([r["step"] for r in log if key in r])
+        values = np.array([r[key] for r in log if key in r], dtype=float)
         ax.plot(steps, values, color="0.75", lw=0.6, label=f"{key} loss")
         if len(values) >= 50:
             ax.plot(steps[49:], np.convolve(values, np.ones(50) / 50, mode="valid"), color="tab:blue",

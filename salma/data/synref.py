@@ -55,8 +55,9 @@ from tqdm.auto import tqdm
 
 from salma.data.refer import decode_rle
 
-# synref-1.1 (2026-11-23): distractor targets are named by a relation by default (distractor_relation_prob
-# 1.0); synref-1.0 named them by size or shade, which made the distractor kind the baseline's easiest.
+# synref-1.1 (2026-11-23): distractor targets are named by a relation, and their look-alikes are named too
+# (distractor_relation_prob, lookalike_expression_prob); synref-1.0 named the targets by size or shade,
+# which made the distractor kind the baseline's easiest.
 GENERATOR_VERSION = "synref-1.1"
 SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB")
 DEFAULT_N_IMAGES: dict[str, int] = {"train": 10000, "val": 400, "testA": 400, "testB": 400}  # the small preset's
@@ -734,6 +735,13 @@ def make_scene(seed: int, split: str, index: int, scene_size: int = 64,
     )
 
 
+def _pick_template(rng, by_template: dict[str, list[str]], spec: SynRefSpec) -> list[str]:
+    """The phrasings of one relation template, drawn by ``spec.relation_template_weights`` among those present."""
+    templates = [k for k in RELATION_TEMPLATES if k in by_template]
+    weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
+    return by_template[_choice(rng, templates, weights)]
+
+
 def _expressions_for(rng, kind: str, objs: list[SynObject], groups: dict[int, list[int]],
                      spec: SynRefSpec) -> list[SynExpression]:
     out: list[SynExpression] = []
@@ -748,18 +756,14 @@ def _expressions_for(rng, kind: str, objs: list[SynObject], groups: dict[int, li
                 by_template = {k: v for k, v in _relation_expressions(rng, objs, t, spec.superlative_margin).items()
                                if k != "superlative"}  # "the smallest ..." would name the size again
                 if by_template:
-                    templates = [k for k in RELATION_TEMPLATES if k in by_template]
-                    weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
-                    cands = by_template[_choice(rng, templates, weights)]
+                    cands = _pick_template(rng, by_template, spec)
             out.append(SynExpression(cands[int(rng.integers(len(cands)))], t, kind, tuple(looks)))
             if spec.lookalike_expression_prob > 0 and rng.random() < spec.lookalike_expression_prob:
                 big = looks[0]
                 by_template = {k: v for k, v in _relation_expressions(rng, objs, big, spec.superlative_margin).items()
                                if k in ("extreme", "spatial")}  # no size word: "largest" would name it outright
                 if by_template:
-                    templates = [k for k in RELATION_TEMPLATES if k in by_template]
-                    weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
-                    cands = by_template[_choice(rng, templates, weights)]
+                    cands = _pick_template(rng, by_template, spec)
                     out.append(SynExpression(cands[int(rng.integers(len(cands)))], big, "relation", ()))
         return out
     n_expr = int(_choice(rng, (1, 2, 3), spec.n_expr_probs))
@@ -772,9 +776,7 @@ def _expressions_for(rng, kind: str, objs: list[SynObject], groups: dict[int, li
             by_template = _relation_expressions(rng, objs, t, spec.superlative_margin)
             if not by_template:
                 continue
-            templates = [k for k in RELATION_TEMPLATES if k in by_template]
-            weights = [spec.relation_template_weights[RELATION_TEMPLATES.index(k)] for k in templates]
-            cands = by_template[_choice(rng, templates, weights)]
+            cands = _pick_template(rng, by_template, spec)
         if cands:
             out.append(SynExpression(cands[int(rng.integers(len(cands)))], t, kind, ()))
     return out
@@ -952,4 +954,5 @@ def _spec_dict(spec: SynRefSpec) -> dict:
     return {k: listify(v) for k, v in asdict(spec).items() if not (k in _LATER_KNOBS and v == _LATER_KNOBS[k])}
 
 
-_LATER_KNOBS = {"distractor_decoy_prob": 0.0, "distractor_relation_prob": 0.0, "lookalike_expression_prob": 0.0}  # knob -> its off value
+# knob -> its off value
+_LATER_KNOBS = {"distractor_decoy_prob": 0.0, "distractor_relation_prob": 0.0, "lookalike_expression_prob": 0.0}
