@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from salma.config import LossConfig, MBAConfig, SalmaConfig, get_preset
-from salma.train import RunResult, RunSpec, git_commit, train
+from salma.train import RunResult, RunSpec, git_commit, git_dirty, train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FOUNDATION_ROOT = REPO_ROOT / "foundation"
@@ -344,6 +344,7 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
         "recipe": recipe[1] if recipe else None,
         "config_hash": model.cfg.hash(),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size},
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
         "torch_threads": torch.get_num_threads(),

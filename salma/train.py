@@ -483,6 +483,15 @@ def git_commit() -> str | None:
         return None  # not a git checkout (an installed package): the manifest says so with null
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from ``git_commit()`` (then that commit alone does not reproduce the run)."""
+    try:
+        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, check=True, cwd=Path(__file__).resolve().parent).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:
     """A fresh model, or the foundation's weights under ``cfg`` (MBA weights are new when it had none)."""
     if spec.init_from is None:
