@@ -475,21 +475,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """stdout of ``git args`` run in the kit's source folder, or None when that is not a git checkout
+    (an installed package) or git is missing: the manifest then says so with null."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None  # not a git checkout (an installed package): the manifest says so with null
+        return None
+
+
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
 
 
 def git_dirty() -> bool | None:
     """Whether tracked files differ from ``git_commit()`` (then that commit alone does not reproduce the run)."""
-    try:
-        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, check=True, cwd=Path(__file__).resolve().parent).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:

@@ -185,3 +185,21 @@ def test_mba_lr_scale_groups_and_config_hash_compatibility():
         assert len(in_mba) == 1 and g["lr_scale"] == (10.0 if in_mba.pop() else 1.0)
     assert any(model.mba.gamma is p for g in scaled if g["lr_scale"] == 10.0 and g["weight_decay"] == 0.0
                for p in g["params"])
+
+
+def test_manifest_git_fields_name_the_checkout_or_say_null(monkeypatch):
+    """git_commit is the checkout's HEAD and git_dirty a bool in a git checkout; with no git at all (an
+    installed package on a machine without git) both are None rather than an exception or a guess."""
+    import shutil
+    from pathlib import Path
+
+    from salma import train as train_module
+
+    if shutil.which("git") and train_module.git_commit() is not None:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(train_module.__file__).parent).stdout.strip()
+        assert train_module.git_commit() == head
+        assert isinstance(train_module.git_dirty(), bool)
+    monkeypatch.setenv("PATH", "")  # git cannot be found
+    assert train_module.git_commit() is None
+    assert train_module.git_dirty() is None
