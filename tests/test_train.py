@@ -6,13 +6,16 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
+from salma import train as train_module
 from salma.checkpoint import load_state_dict
 from salma.config import LossConfig, get_preset
 from salma.data.synref import generate_synref
@@ -190,13 +193,8 @@ def test_mba_lr_scale_groups_and_config_hash_compatibility():
 def test_manifest_git_fields_name_the_checkout_or_say_null(monkeypatch):
     """git_commit is the checkout's HEAD and git_dirty a bool in a git checkout; with no git at all (an
     installed package on a machine without git) both are None rather than an exception or a guess."""
-    import shutil
-    from pathlib import Path
-
-    from salma import train as train_module
-
     if shutil.which("git") and train_module.git_commit() is not None:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(train_module.__file__).parent).stdout.strip()
         assert train_module.git_commit() == head
         assert isinstance(train_module.git_dirty(), bool)
