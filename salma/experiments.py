@@ -266,6 +266,9 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
              recipe: str = "auto") -> Path:
     """Train the foundation (stage 0 then stage 1), then write it to ``foundation/<preset>/`` with a manifest."""
     kind, recipe_values = pretrain_recipe(preset, recipe)
+    # Read before anything is trained or written: the code that trains is the checkout as it is now, and
+    # rewriting the shipped foundation in place would otherwise make git_dirty always true.
+    provenance = {"git_commit": git_commit(), "git_dirty": git_dirty()}
     runs_root = Path(runs_root or default_runs_root())
     root = synref_root(preset, data_root)
     base = get_preset(preset)
@@ -297,7 +300,7 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
                 write_training_curve(target)
             return target  # already written from this very run
     used = {**recipe_values, "stage0_steps": s0, "stage1_steps": s1}  # what ran, overrides included
-    write_foundation(r1, r0, target, preset, root, time.time() - start, recipe=(kind, used))
+    write_foundation(r1, r0, target, preset, root, time.time() - start, provenance, recipe=(kind, used))
     return target
 
 
@@ -332,8 +335,9 @@ def foundation_check(directory: str | Path, preset: str, n: int = FOUNDATION_CHE
 
 
 def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, data_root: Path,
-                     wall_seconds: float, recipe: tuple[str, dict] | None = None) -> None:
-    """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve."""
+                     wall_seconds: float, provenance: dict, recipe: tuple[str, dict] | None = None) -> None:
+    """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve.
+    ``provenance``: git_commit and git_dirty as read when the training started."""
     from salma.model import SalmaModel
     from salma.train import _sha256, read_log
 
@@ -349,8 +353,8 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
                   if recipe and recipe[1][f"stage{i}_steps"] != PRETRAIN_RECIPES[preset][recipe[0]][f"stage{i}_steps"]),
         "recipe": recipe[1] if recipe else None,
         "config_hash": model.cfg.hash(),
-        "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        "git_commit": provenance["git_commit"],
+        "git_dirty": provenance["git_dirty"],
         "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size},
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
         "torch_threads": torch.get_num_threads(),

@@ -54,3 +54,30 @@ def test_finetuning_keeps_the_foundations_segmentation_loss_weights():
     assert salma.loss.tmc_weight > 0 and salma.loss.boundary_weight > 0  # the variant's own changes survive
     paper = variant_config("paper", "salma")
     assert (paper.loss.bce_weight, paper.loss.dice_weight) == (2.0, 0.5)
+
+
+def test_pretrain_records_the_checkout_as_it_was_when_training_started(monkeypatch, tmp_path):
+    """The manifest's git_commit/git_dirty describe the code that trained. Read after training, git_dirty was
+    always true when the shipped foundation is rebuilt in place (its own tracked files had just been
+    rewritten), so pretrain reads them first; here the tree turns "dirty" as soon as anything trains."""
+    from salma import experiments
+    from salma.train import RunResult
+
+    trained, written = [], {}
+
+    def fake_train(cfg, spec, runs_root, progress):
+        trained.append(spec.stage)
+        run_dir = tmp_path / spec.stage
+        return RunResult(run_dir=run_dir, final=run_dir / "final", metrics={})
+
+    def fake_write(r1, r0, target, preset, root, wall_seconds, provenance, recipe=None):
+        written.update(provenance)
+
+    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None: tmp_path / "data")
+    monkeypatch.setattr(experiments, "train", fake_train)
+    monkeypatch.setattr(experiments, "write_foundation", fake_write)
+    monkeypatch.setattr(experiments, "git_commit", lambda: "0123abc")
+    monkeypatch.setattr(experiments, "git_dirty", lambda: bool(trained))
+    experiments.pretrain("tiny", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
+    assert trained == ["stage0", "stage1"]
+    assert written == {"git_commit": "0123abc", "git_dirty": False}
