@@ -126,7 +126,7 @@ def ensure_foundation(preset: str, runs_root: str | Path | None = None, progress
         return pretrain("tiny", runs_root=runs_root, out=str(runs_root / "foundation-tiny"), progress=progress)
     raise FileNotFoundError(
         f"the {preset} foundation is missing ({shipped}/model.safetensors). It ships with the kit; "
-        f"re-create it with `python -m salma pretrain --preset {preset}` (1.5-2 hours on a 2-core CPU)."
+        f"re-create it with `python -m salma pretrain --preset {preset}` (about 1-1.5 hours on a 2-core CPU)."
     )
 
 
@@ -237,7 +237,8 @@ PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
         # a trainable SAM-2 encoder (3e-4) cost 3x per step and scored the same at step 500 (0.209 vs 0.206); 64 image
         # tokens instead of 16 (vision_patch 4, 1e-4) 0.304@2000, within noise of 0.294. 1500 more steps at 1e-4 from
         # the 0.316 run (second warm-up and cosine) reached 0.353 (distractor 0.145, attribute 0.335). So lr1 is now
-        # 1e-4 over the same 9000 steps; the foundation before it (commit b3d1be2) was made with 3e-4 and scored val 0.318.
+        # 1e-4 over the same 9000 steps: the shipped foundation (2026-11-23) reached 0.421 (flat from step 7000 on);
+        # the one before it (commit b3d1be2) was made with 3e-4 and scored 0.318.
         "cpu": {"stage0_steps": 1200, "stage1_steps": 9000, "batch_size": 16, "lr0": 3e-4, "lr1": 1e-4,
                 "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 500},
         "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,
