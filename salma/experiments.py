@@ -230,15 +230,9 @@ PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
                 "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0},
     },
     "small": {
-        # stage 1: 9000 steps. On synref-1.1 a 3000-step run ended at val cIoU 0.254 and still rising; 1500 more
-        # steps from it (a second warm-up and cosine) reached 0.311, so the schedule, not the model, was the limit.
-        # Measured after the 3e-4 foundation was trained (same stage-0 run, 3000 steps, first 400 val): lr1 1e-4
-        # reached 0.316 (0.236@1000, 0.294@2000), what 3e-4 needs 9000 steps for (3e-4 sat at 0.21 until step 2000);
-        # a trainable SAM-2 encoder (3e-4) cost 3x per step and scored the same at step 500 (0.209 vs 0.206); 64 image
-        # tokens instead of 16 (vision_patch 4, 1e-4) 0.304@2000, within noise of 0.294. 1500 more steps at 1e-4 from
-        # the 0.316 run (second warm-up and cosine) reached 0.353 (distractor 0.145, attribute 0.335). So lr1 is now
-        # 1e-4 over the same 9000 steps: the shipped foundation (2026-11-23) reached 0.421 (flat from step 7000 on);
-        # the one before it (commit b3d1be2) was made with 3e-4 and scored 0.318.
+        # stage 1 at lr 1e-4 for 9000 steps: val cIoU 0.421, flat from step 7000 on (2026-11-23). At 3e-4 it sat
+        # at the largest-object floor (0.21) for 2000 steps and ended at 0.318; a trainable SAM-2 encoder (3x the
+        # cost per step) and 64 image tokens gained nothing measurable in 2000-3000 steps (README, "The foundation").
         "cpu": {"stage0_steps": 1200, "stage1_steps": 9000, "batch_size": 16, "lr0": 3e-4, "lr1": 1e-4,
                 "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 500},
         "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,
