@@ -314,3 +314,11 @@ class ReferDataset:
     def object_masks(self, image_id: int) -> list[tuple[int, np.ndarray]]:
         """Every annotation of an image: [(ann_id, (H, W) bool mask)], in instances.json order."""
         return [(a, self.ann_mask(a)) for a in self._anns_by_image.get(int(image_id), [])]
+
+    def object_categories(self, image_id: int) -> list[int]:
+        """COCO ``category_id`` of every annotation of an image, in ``object_masks`` order (0 when absent)."""
+        return [int(self.anns[a].get("category_id", 0)) for a in self._anns_by_image.get(int(image_id), [])]
+
+    def categories(self) -> list[int]:
+        """The sorted category ids of every annotation in instances.json (all splits)."""
+        return sorted({int(a.get("category_id", 0)) for a in self.anns.values()})
