@@ -125,3 +125,16 @@ def test_error_unknown_segmentation_names_ann(refcocog):
     ds = ReferDataset(root, "refcocog", split="val")
     with pytest.raises(ValueError, match="annotation 101: segmentation of unknown form.*polygons"):
         ds.load_mask(ds[0])
+
+
+def test_object_categories_follow_object_masks(tmp_path):
+    """``object_categories`` lists each annotation's category in ``object_masks`` order (SynRef: the shape)."""
+    from salma.data.synref import SHAPES, generate_synref
+
+    generate_synref(tmp_path, seed=2, scene_size=32, n_images={"train": 0, "val": 3, "testA": 0, "testB": 0},
+                    progress=False)
+    ds = ReferDataset(tmp_path, "synref", split="val")
+    assert ds.categories() == sorted({SHAPES.index(a["shape"]) + 1 for a in ds.anns.values()})
+    for image_id in ds.image_ids():
+        ids = [a for a, _ in ds.object_masks(image_id)]
+        assert ds.object_categories(image_id) == [SHAPES.index(ds.anns[a]["shape"]) + 1 for a in ids]

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,61 @@ def test_stage0_trains_sam_only_and_reports_prior(tiny_data, tmp_path):
     assert {"point_ciou", "prior_union_iou"} <= set(result.metrics)
     assert 0.0 <= result.metrics["prior_union_iou"] <= 1.0
     assert {"point", "prior"} <= set(result.log[0])
+
+
+def stage0_cfg(steps: int = 4):
+    return dataclasses.replace(tiny_cfg(steps=steps, enabled=False),
+                               sam2=dataclasses.replace(get_preset("tiny").sam2, freeze_encoder=False))
+
+
+def test_category_head_reads_only_the_object_under_its_mask():
+    """The stage-0 category head pools the embedding over the object's mask: what lies outside the mask
+    cannot change its answer, what lies inside does."""
+    from salma.train import CategoryHead
+
+    torch.manual_seed(0)
+    head = CategoryHead(8, [1, 2, 3])
+    embed = torch.randn(1, 8, 4, 4)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :8, :8] = 1.0  # the top-left 2x2 embedding cells
+    outside, inside = embed.clone(), embed.clone()
+    outside[..., 2:, 2:] += 5.0
+    inside[..., :2, :2] += 5.0
+    assert torch.allclose(head(outside, mask), head(embed, mask))
+    assert not torch.allclose(head(inside, mask), head(embed, mask))
+    assert head.classes(np.array([3, 1]), torch.device("cpu")).tolist() == [2, 0]
+
+
+def test_stage0_category_objective_trains_the_encoder_and_resumes(tiny_data, kill_and_resume):
+    """With ``category_loss_weight`` the encoder learns the category of the prompted objects: the run logs the
+    loss, reports the head's val accuracy, and a killed run resumes to the same weights (the head's state
+    travels in the checkpoints)."""
+    spec = RunSpec(stage="stage0", data_root=str(tiny_data), name="s0cat", checkpoint_every=2,
+                   category_loss_weight=0.5)
+    full, resumed = kill_and_resume(stage0_cfg(steps=4), spec, stop_after=2)
+    assert "category" in full.log[0] and 0.0 <= full.metrics["category_accuracy"] <= 1.0
+    assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
+    assert resumed.metrics["category_accuracy"] == pytest.approx(full.metrics["category_accuracy"])
+
+
+def test_category_weight_is_a_stage0_field_left_out_of_older_hashes(tiny_data):
+    from salma.train import run_hash
+
+    cfg = stage0_cfg()
+    plain = RunSpec(stage="stage0", data_root=str(tiny_data), name="s0")
+    assert run_hash(cfg, plain) != run_hash(cfg, dataclasses.replace(plain, category_loss_weight=0.5))
+    # At 0 the key is the one runs had before the field existed: the spec without it (and the video fields).
+    import hashlib
+
+    from salma.train import VIDEO_FIELDS, data_fingerprint
+
+    fields = {k: v for k, v in dataclasses.asdict(plain).items()
+              if k not in VIDEO_FIELDS and k != "category_loss_weight"}
+    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": None, "data": data_fingerprint(str(tiny_data))},
+                      sort_keys=True, default=str)
+    assert run_hash(cfg, plain) == hashlib.sha256(blob.encode()).hexdigest()[:12]
+    with pytest.raises(ValueError, match="category_loss_weight is a stage-0 objective"):
+        RunSpec(stage="stage1", category_loss_weight=0.5)
 
 
 def test_finetune_from_foundation_with_frozen_encoder(tiny_data, tmp_path):
