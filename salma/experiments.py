@@ -227,16 +227,18 @@ def finetune_video(preset: str, variant: str = "salma", seed: int = 0, steps: in
 PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
     "tiny": {
         "cpu": {"stage0_steps": 40, "stage1_steps": 40, "batch_size": 8, "lr0": 3e-4, "lr1": 3e-4,
-                "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0, "category0": 0.5},
+                "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0, "category0": 0.5, "colour0": 0.5},
     },
     "small": {
         # stage 1 at lr 1e-4 for 9000 steps: val cIoU 0.421, flat from step 7000 on (2026-11-23). At 3e-4 it sat
         # at the largest-object floor (0.21) for 2000 steps and ended at 0.318; a trainable SAM-2 encoder (3x the
         # cost per step) and 64 image tokens gained nothing measurable in 2000-3000 steps (README, "The foundation").
         "cpu": {"stage0_steps": 2400, "stage1_steps": 9000, "batch_size": 16, "lr0": 3e-4, "lr1": 1e-4,
-                "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 500, "category0": 0.5},
+                "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 500, "category0": 0.5,
+                "colour0": 0.5},
         "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,
-                "batch_size1": 64, "freeze_encoder1": False, "eval_every1": 1000, "category0": 0.5},
+                "batch_size1": 64, "freeze_encoder1": False, "eval_every1": 1000, "category0": 0.5,
+                "colour0": 0.5},
     },
 }
 RECIPE_KINDS = ("auto", "cpu", "gpu")
@@ -275,7 +277,8 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
                                                          batch_size=recipe_values["batch_size"],
                                                          steps=s0, warmup_ratio=0.02))
     r0 = train(cfg0, RunSpec(stage="stage0", data_root=str(root), name=f"{preset}-stage0", checkpoint_every=100,
-                             category_loss_weight=recipe_values.get("category0", 0.0)),
+                             category_loss_weight=recipe_values.get("category0", 0.0),
+                             colour_loss_weight=recipe_values.get("colour0", 0.0)),
                runs_root=runs_root, progress=progress)
     s1 = stage1_steps or recipe_values["stage1_steps"]
     cfg1 = dataclasses.replace(

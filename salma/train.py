@@ -63,7 +63,7 @@ STAGES = ("stage0", "stage1", "finetune", "video")
 VIDEO_FIELDS = ("clip_frames", "mllm_frames", "frame_sampling")
 # RunSpec fields added later, left out of the hash while they hold their default (the behaviour from before
 # they existed), so that every cached run made before them keeps its key.
-LATER_SPEC_DEFAULTS = {"category_loss_weight": 0.0}
+LATER_SPEC_DEFAULTS = {"category_loss_weight": 0.0, "colour_loss_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class RunSpec:
     checkpoint_every: int = 100
     init_from: str | None = None  # a SalmaModel directory (the foundation) or None (random weights)
     prior_loss_weight: float = 0.0  # stage 1: keep the dummy-prompt -> union objective alive
-    category_loss_weight: float = 0.0  # stage 0: weight of the object-category auxiliary (CategoryHead)
+    category_loss_weight: float = 0.0  # stage 0: weight of the object-category auxiliary (ObjectHead)
+    colour_loss_weight: float = 0.0  # stage 0: weight of the object-colour auxiliary (ObjectHead)
     train_images: int | None = None  # use only the first N training images (bounds the feature cache)
     seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
     seg_dice_weight: float | None = None
@@ -101,8 +102,9 @@ class RunSpec:
                 raise ValueError(f"frame_sampling={self.frame_sampling!r}; accepted: {', '.join(FRAME_SAMPLING)}")
             if self.prior_loss_weight:
                 raise ValueError("prior_loss_weight is a stage-1 objective on images; the video stage has none")
-        if self.category_loss_weight and self.stage != "stage0":
-            raise ValueError(f"category_loss_weight is a stage-0 objective; stage {self.stage!r} has none")
+        for name in ("category_loss_weight", "colour_loss_weight"):
+            if getattr(self, name) and self.stage != "stage0":
+                raise ValueError(f"{name} is a stage-0 objective; stage {self.stage!r} has none")
 
 
 @dataclass
@@ -396,40 +398,55 @@ def union_loss(model: SalmaModel, feats, unions: torch.Tensor) -> torch.Tensor:
     return loss + F.mse_loss(out.ious, iou)
 
 
-class CategoryHead(nn.Module):
-    """Stage 0's auxiliary classifier: an object's category from the SAM-2 image embedding averaged over its
-    mask. It stands in for what SAM-2's encoder brings from its own pretraining (Hiera, MAE on images) and a
+class ObjectHead(nn.Module):
+    """Stage 0's auxiliary read-out of an object from the SAM-2 image embedding averaged over its mask: its
+    category (cross-entropy) and, optionally, its mean colour (regression on the normalised SAM-2 input).
+
+    It stands in for what SAM-2's encoder brings from its own pretraining (Hiera, MAE on images) and a
     class-agnostic objective does not teach: which *kind* of object a region is. Measured (2026-12-01, linear
-    probes on the shipped small foundation's frozen encoder, 1,500 train / 300 val images): colour 99%, size
-    80%, but shape (SynRef's category) 35% (chance 20%), and the baseline found a target named by its shape
-    alone for 16% of such expressions. Used only during stage 0 and not part of the saved model.
+    probes on the embedding pooled over each object, 1,500 train / 300 val SynRef images): the shipped
+    foundation's encoder (class-agnostic stage 0) told colour 99%, size 80%, but shape (SynRef's category)
+    35% (chance 20%), and that baseline found a target named by its shape alone for 16% of such expressions.
+    With the category term alone shape rose to 94% but colour fell to 80%: the colour term keeps it. Used
+    only during stage 0; not part of the saved model.
 
     ``category_ids``: the dataset's category ids (``ReferDataset.categories()``), mapped to classes 0..K-1.
     """
 
-    def __init__(self, channels: int, category_ids: list[int]):
+    def __init__(self, channels: int, category_ids: list[int], colour: bool = False):
         super().__init__()
         self.category_ids = list(category_ids)
         self.classifier = nn.Linear(channels, len(self.category_ids))
+        self.colour = nn.Linear(channels, 3) if colour else None
 
     def classes(self, category_ids: np.ndarray, device: torch.device) -> torch.Tensor:
         index = {c: k for k, c in enumerate(self.category_ids)}
         return torch.tensor([index[int(c)] for c in category_ids], dtype=torch.long, device=device)
 
-    def forward(self, image_embed: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """image_embed: (N, C, h, w) one row per object; masks: (N, 1, S, S) {0, 1} -> logits (N, K)."""
+    @staticmethod
+    def pool(image_embed: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """image_embed: (N, C, h, w) one row per object; masks: (N, 1, S, S) {0, 1} -> (N, C) mask averages."""
         weights = F.adaptive_avg_pool2d(masks, image_embed.shape[-2:])
-        pooled = (image_embed * weights).sum((-2, -1)) / weights.sum((-2, -1)).clamp(min=1e-6)
-        return self.classifier(pooled)
+        return (image_embed * weights).sum((-2, -1)) / weights.sum((-2, -1)).clamp(min=1e-6)
+
+    def forward(self, image_embed: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """-> category logits (N, K) (see ``pool`` for the shapes)."""
+        return self.classifier(self.pool(image_embed, masks))
+
+
+def mean_colour(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """images: (N, 3, S, S), masks: (N, 1, S, S) {0, 1} -> (N, 3) the mean of each image under its mask."""
+    return (images * masks).sum((-2, -1)) / masks.sum((-2, -1)).clamp(min=1e-6)
 
 
 def stage0_loss(model: SalmaModel, scenes: TrainScenes, rng: np.random.Generator, batch_size: int,
-                device: torch.device, points_per_image: int = 4, category_head: CategoryHead | None = None,
-                category_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                device: torch.device, points_per_image: int = 4, object_head: ObjectHead | None = None,
+                category_weight: float = 0.0, colour_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Point prompt -> object mask (single-mask output, the token the language pass also uses) and the
     dummy prompt -> union. Loss weights 0.5 BCE + 2.0 Dice: from scratch, Sa2VA's 2.0/0.5 collapses to
-    empty masks on small targets (REFERENCE 9). With a ``category_head``: plus ``category_weight`` times the
-    cross-entropy of each prompted object's category (``CategoryHead``)."""
+    empty masks on small targets (REFERENCE 9). With an ``object_head``: plus ``category_weight`` times the
+    cross-entropy of each prompted object's category and ``colour_weight`` times the squared error of its
+    mean colour (``ObjectHead``)."""
     from salma.sam2_ext import preprocess_images
 
     images, masks, points, owner, unions, categories = draw_points(scenes, rng, batch_size, points_per_image)
@@ -446,10 +463,14 @@ def stage0_loss(model: SalmaModel, scenes: TrainScenes, rng: np.random.Generator
     point = segmentation_loss(logits, target, 0.5, 2.0)["seg"]
     prior = union_loss(model, feats, union)
     parts = {"point": point, "prior": prior, "total": point + prior}
-    if category_head is not None:
-        parts["category"] = F.cross_entropy(category_head(per_point.image_embed, target),
-                                            category_head.classes(categories, device))
+    if object_head is not None:
+        pooled = object_head.pool(per_point.image_embed, target)
+        parts["category"] = F.cross_entropy(object_head.classifier(pooled), object_head.classes(categories, device))
         parts["total"] = parts["total"] + category_weight * parts["category"]
+        if object_head.colour is not None:
+            colour = mean_colour(sam_in[torch.from_numpy(owner).to(device)], target)
+            parts["colour"] = F.mse_loss(object_head.colour(pooled), colour)
+            parts["total"] = parts["total"] + colour_weight * parts["colour"]
     return parts
 
 
@@ -611,11 +632,12 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
         scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"), spec.train_images)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = None
-    head = None  # stage 0's CategoryHead: trained beside SAM-2, kept in the run's checkpoints, not in the model
+    head = None  # stage 0's ObjectHead: trained beside SAM-2, kept in the run's checkpoints, not in the model
     if spec.stage == "stage0":
         params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.")]
-        if spec.category_loss_weight > 0:
-            head = CategoryHead(model.cfg.sam2.prompt_dim, scenes.dataset.categories()).to(accelerator.device)
+        if spec.category_loss_weight > 0 or spec.colour_loss_weight > 0:
+            head = ObjectHead(model.cfg.sam2.prompt_dim, scenes.dataset.categories(),
+                              colour=spec.colour_loss_weight > 0).to(accelerator.device)
             groups = param_groups(model, params, cfg.train) + [
                 {"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": 1.0}]
             params = params + list(head.parameters())
@@ -720,15 +742,15 @@ def _step_items(spec: RunSpec, scenes: TrainScenes, core: SalmaModel, cfg: Salma
 
 def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng, batch_size: int,
                 device, gamma_scale: float, aux_scale: float, prepared=None,
-                category_head: CategoryHead | None = None) -> dict[str, torch.Tensor]:
+                object_head: ObjectHead | None = None) -> dict[str, torch.Tensor]:
     """One micro-batch's losses for the run's stage. ``model`` may be DDP-wrapped; ``core`` is not.
 
     ``prepared``: (Batch, unions (B, 1, S, S), image indices) made by ``ReferringBatches``, or (Batch, None,
     frame keys) made by ``ClipBatches`` (video: ``batch_size`` clips); drawn from ``rng`` here when None.
-    ``category_head``: stage 0's auxiliary classifier (``spec.category_loss_weight`` > 0), else None."""
+    ``object_head``: stage 0's auxiliary read-out (``ObjectHead``) when the spec asks for one, else None."""
     if spec.stage == "stage0":
-        return stage0_loss(core, scenes, rng, batch_size, device, category_head=category_head,
-                           category_weight=spec.category_loss_weight)
+        return stage0_loss(core, scenes, rng, batch_size, device, object_head=object_head,
+                           category_weight=spec.category_loss_weight, colour_weight=spec.colour_loss_weight)
     if spec.stage == "video":
         batch, _, keys = prepared if prepared is not None else make_clip_batch(scenes, core.collator, rng,
                                                                                 batch_size, spec)
@@ -797,7 +819,7 @@ def _final_eval(core: SalmaModel, spec: RunSpec) -> dict:
 
 
 @torch.no_grad()
-def stage0_eval(core: SalmaModel, spec: RunSpec, n_images: int = 200, head: CategoryHead | None = None) -> dict:
+def stage0_eval(core: SalmaModel, spec: RunSpec, n_images: int = 200, head: ObjectHead | None = None) -> dict:
     """Point-prompt cIoU (a point inside each object -> its mask) and the prior's IoU with the union; with
     stage 0's ``head``, also the share of val objects whose category it tells (``category_accuracy``)."""
     from salma.sam2_ext import preprocess_images, structural_prior
@@ -874,7 +896,7 @@ def load_checkpoint(run_dir: Path, model: SalmaModel, optimizer, head: nn.Module
         raise ValueError(f"{ckpt / 'state.pt'} is corrupt ({exc}); delete {ckpt} to restart the run") from exc
     if head is not None:
         if "head" not in state:
-            raise ValueError(f"{ckpt / 'state.pt'} has no category head but the run trains one; delete {ckpt} "
+            raise ValueError(f"{ckpt / 'state.pt'} has no object head but the run trains one; delete {ckpt} "
                              "to restart the run")
         head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])

@@ -97,13 +97,13 @@ def stage0_cfg(steps: int = 4):
                                sam2=dataclasses.replace(get_preset("tiny").sam2, freeze_encoder=False))
 
 
-def test_category_head_reads_only_the_object_under_its_mask():
-    """The stage-0 category head pools the embedding over the object's mask: what lies outside the mask
-    cannot change its answer, what lies inside does."""
-    from salma.train import CategoryHead
+def test_object_head_reads_only_the_object_under_its_mask():
+    """The stage-0 object head pools the embedding over the object's mask: what lies outside the mask
+    cannot change its answer, what lies inside does; its colour target is the image's mean under the mask."""
+    from salma.train import ObjectHead, mean_colour
 
     torch.manual_seed(0)
-    head = CategoryHead(8, [1, 2, 3])
+    head = ObjectHead(8, [1, 2, 3])
     embed = torch.randn(1, 8, 4, 4)
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., :8, :8] = 1.0  # the top-left 2x2 embedding cells
@@ -113,21 +113,25 @@ def test_category_head_reads_only_the_object_under_its_mask():
     assert torch.allclose(head(outside, mask), head(embed, mask))
     assert not torch.allclose(head(inside, mask), head(embed, mask))
     assert head.classes(np.array([3, 1]), torch.device("cpu")).tolist() == [2, 0]
+    image = torch.zeros(1, 3, 16, 16)
+    image[:, 0, :8, :8] = 2.0  # red inside the mask
+    image[:, 2, 8:, 8:] = 7.0  # blue outside it
+    assert mean_colour(image, mask).tolist() == [[2.0, 0.0, 0.0]]
 
 
-def test_stage0_category_objective_trains_the_encoder_and_resumes(tiny_data, kill_and_resume):
-    """With ``category_loss_weight`` the encoder learns the category of the prompted objects: the run logs the
-    loss, reports the head's val accuracy, and a killed run resumes to the same weights (the head's state
-    travels in the checkpoints)."""
+def test_stage0_object_objectives_train_the_encoder_and_resume(tiny_data, kill_and_resume):
+    """With ``category_loss_weight`` and ``colour_loss_weight`` the encoder learns the category and colour of
+    the prompted objects: the run logs both losses, reports the head's val accuracy, and a killed run resumes
+    to the same weights (the head's state travels in the checkpoints)."""
     spec = RunSpec(stage="stage0", data_root=str(tiny_data), name="s0cat", checkpoint_every=2,
-                   category_loss_weight=0.5)
+                   category_loss_weight=0.5, colour_loss_weight=0.5)
     full, resumed = kill_and_resume(stage0_cfg(steps=4), spec, stop_after=2)
-    assert "category" in full.log[0] and 0.0 <= full.metrics["category_accuracy"] <= 1.0
+    assert {"category", "colour"} <= set(full.log[0]) and 0.0 <= full.metrics["category_accuracy"] <= 1.0
     assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
     assert resumed.metrics["category_accuracy"] == pytest.approx(full.metrics["category_accuracy"])
 
 
-def test_category_weight_is_a_stage0_field_left_out_of_older_hashes(tiny_data):
+def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
     from salma.train import run_hash
 
     cfg = stage0_cfg()
@@ -139,12 +143,14 @@ def test_category_weight_is_a_stage0_field_left_out_of_older_hashes(tiny_data):
     from salma.train import VIDEO_FIELDS, data_fingerprint
 
     fields = {k: v for k, v in dataclasses.asdict(plain).items()
-              if k not in VIDEO_FIELDS and k != "category_loss_weight"}
+              if k not in VIDEO_FIELDS and k not in ("category_loss_weight", "colour_loss_weight")}
     blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": None, "data": data_fingerprint(str(tiny_data))},
                       sort_keys=True, default=str)
     assert run_hash(cfg, plain) == hashlib.sha256(blob.encode()).hexdigest()[:12]
     with pytest.raises(ValueError, match="category_loss_weight is a stage-0 objective"):
         RunSpec(stage="stage1", category_loss_weight=0.5)
+    with pytest.raises(ValueError, match="colour_loss_weight is a stage-0 objective"):
+        RunSpec(stage="finetune", colour_loss_weight=0.5)
 
 
 def test_finetune_from_foundation_with_frozen_encoder(tiny_data, tmp_path):
