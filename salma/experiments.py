@@ -360,8 +360,12 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
         "wall_seconds": round(wall_seconds, 1),
         "stage0_run": str(r0.run_dir),
         "stage1_run": str(r1.run_dir),
-        "stage0": {"steps": len(log0), "metrics": r0.metrics},
-        "stage1": {"steps": len(log1), "metrics": r1.metrics},
+        # step_seconds: the optimizer steps' own time from the stage's log (evaluations left out); cached: the
+        # stage was reused from the run cache, so wall_seconds above does not include its training.
+        "stage0": {"steps": len(log0), "metrics": r0.metrics, "cached": r0.cached,
+                   "step_seconds": round(sum(r["seconds"] for r in log0), 1)},
+        "stage1": {"steps": len(log1), "metrics": r1.metrics, "cached": r1.cached,
+                   "step_seconds": round(sum(r["seconds"] for r in log1), 1)},
         "sha256": {"model.safetensors": _sha256(target / "model.safetensors")},
         "licence": "CC0 (trained by the kit on generated data)",
     }

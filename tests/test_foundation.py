@@ -81,3 +81,24 @@ def test_pretrain_records_the_checkout_as_it_was_when_training_started(monkeypat
     experiments.pretrain("tiny", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
     assert trained == ["stage0", "stage1"]
     assert written == {"git_commit": "0123abc", "git_dirty": False}
+
+
+@pytest.mark.slow
+def test_foundation_manifest_tells_trained_from_reused_stages(tmp_path):
+    """A foundation written from runs the cache already held says so, and still records the time its stages
+    took to train, so that its wall_seconds (the command's own time) is never read as the training time."""
+    import torch
+
+    from salma.checkpoint import load_state_dict
+    from salma.experiments import pretrain
+
+    first = json.loads((pretrain("tiny", runs_root=tmp_path, out=str(tmp_path / "a"), progress=False)
+                        / "manifest.json").read_text())
+    again = json.loads((pretrain("tiny", runs_root=tmp_path, out=str(tmp_path / "b"), progress=False)
+                        / "manifest.json").read_text())
+    for stage in ("stage0", "stage1"):
+        assert first[stage]["cached"] is False and again[stage]["cached"] is True
+        assert again[stage]["step_seconds"] == first[stage]["step_seconds"] > 0
+    assert first["stage0"]["metrics"]["category_accuracy"] >= 0.0, "the tiny recipe trains the object head"
+    a, b = (load_state_dict(tmp_path / name / "model.safetensors") for name in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the same run's weights"
