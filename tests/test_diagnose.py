@@ -66,3 +66,30 @@ def test_diagnose_command_on_a_small_synref(tmp_path, capsys):
     assert len(picks) == 1 + min(8, len(ReferDataset(root, "synref", split="val")))
     assert main(["diagnose", "--checkpoint", str(tmp_path / "nope"), "--data", str(root)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_linear_probe_reads_what_the_features_hold_and_not_more():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8))
+    told = ["a" if v > 0 else "b" for v in x[:, 3]]  # linearly readable from channel 3
+    noise = list(rng.choice(["a", "b"], size=600))  # unrelated to x
+    assert diagnose.linear_probe(x[:400], told[:400], x[400:], told[400:]) > 0.95
+    assert diagnose.linear_probe(x[:400], noise[:400], x[400:], noise[400:]) < 0.65
+    # a val class never seen in training is never right
+    assert diagnose.linear_probe(x[:400], told[:400], x[400:], ["c"] * 200) == 0.0
+
+
+def test_diagnose_probes_write_one_row_per_feature_level(tmp_path, capsys):
+    root = tmp_path / "synref"
+    generate_synref(root, seed=6, scene_size=32, n_images={"train": 6, "val": 3, "testA": 0, "testB": 0},
+                    progress=False)
+    torch.manual_seed(0)
+    ckpt = SalmaModel(get_preset("tiny")).save_pretrained(tmp_path / "model")
+    assert main(["diagnose", "--checkpoint", str(ckpt), "--data", str(root), "--limit", "4", "--probes"]) == 0
+    assert "Linear probes" in capsys.readouterr().out
+    import pandas as pd
+
+    probes = pd.read_csv(ckpt / "diagnosis" / "probes.csv")
+    assert list(probes["features"]) == [*diagnose.PROBE_LEVELS, "chance (majority class)"]
+    assert {"category_id", "colour", "size", "shade"} <= set(probes.columns)
+    assert probes[["category_id", "colour"]].to_numpy().min() >= 0 and probes[["category_id"]].to_numpy().max() <= 100
