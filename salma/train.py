@@ -63,7 +63,7 @@ STAGES = ("stage0", "stage1", "finetune", "video")
 VIDEO_FIELDS = ("clip_frames", "mllm_frames", "frame_sampling")
 # RunSpec fields added later, left out of the hash while they hold their default (the behaviour from before
 # they existed), so that every cached run made before them keeps its key.
-LATER_SPEC_DEFAULTS = {"category_loss_weight": 0.0, "colour_loss_weight": 0.0}
+LATER_SPEC_DEFAULTS = {"category_loss_weight": 0.0, "colour_loss_weight": 0.0, "box_loss_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class RunSpec:
     prior_loss_weight: float = 0.0  # stage 1: keep the dummy-prompt -> union objective alive
     category_loss_weight: float = 0.0  # stage 0: weight of the object-category auxiliary (ObjectHead)
     colour_loss_weight: float = 0.0  # stage 0: weight of the object-colour auxiliary (ObjectHead)
+    box_loss_weight: float = 0.0  # stage 1: weight of the target-box auxiliary on the [SEG] embedding (BoxHead)
     train_images: int | None = None  # use only the first N training images (bounds the feature cache)
     seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
     seg_dice_weight: float | None = None
@@ -105,6 +106,8 @@ class RunSpec:
         for name in ("category_loss_weight", "colour_loss_weight"):
             if getattr(self, name) and self.stage != "stage0":
                 raise ValueError(f"{name} is a stage-0 objective; stage {self.stage!r} has none")
+        if self.box_loss_weight and self.stage != "stage1":
+            raise ValueError(f"box_loss_weight is a stage-1 objective; stage {self.stage!r} has none")
 
 
 @dataclass
@@ -434,6 +437,44 @@ class ObjectHead(nn.Module):
         return self.classifier(self.pool(image_embed, masks))
 
 
+class BoxHead(nn.Module):
+    """Stage 1's auxiliary read-out of the referred object's box from the ``[SEG]`` language embedding e: a
+    linear map to (x0, y0, x1, y1) in [0, 1] of the image (sigmoid), trained with an L1 loss.
+
+    It stands in for what InternVL brings from its own pretraining and a from-scratch MLLM lacks: InternVL2.5
+    is trained on referring-expression comprehension, answering with the referred object's box. Here that
+    skill is taught through e itself, so that the embedding the decoder reads says *where* the target is,
+    a direct signal beside the mask loss, whose gradient reaches the MLLM only through the decoder. Used only
+    during stage 1; not part of the saved model.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.box = nn.Linear(channels, 4)
+
+    def forward(self, language: torch.Tensor) -> torch.Tensor:
+        """language: (B, C) [SEG] embeddings -> (B, 4) boxes (x0, y0, x1, y1), fractions of the image."""
+        return torch.sigmoid(self.box(language))
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """masks: (B, 1, S, S) {0, 1}, each non-empty -> (B, 4) tight boxes (x0, y0, x1, y1) as fractions of S
+    (x1, y1 are the far edges of the last pixels, so a one-pixel mask has a box of side 1/S)."""
+    size = masks.shape[-1]
+    rows, cols = masks[:, 0].amax(2) > 0, masks[:, 0].amax(1) > 0  # (B, S) each
+    if not bool(rows.any(1).all()):
+        raise ValueError("mask_boxes needs a non-empty mask in every row")
+    index = torch.arange(size, device=masks.device)
+
+    def span(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = torch.where(hit, index, size).amin(1)
+        hi = torch.where(hit, index, -1).amax(1) + 1
+        return lo, hi
+
+    (y0, y1), (x0, x1) = span(rows), span(cols)
+    return torch.stack([x0, y0, x1, y1], 1).float() / size
+
+
 def mean_colour(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """images: (N, 3, S, S), masks: (N, 1, S, S) {0, 1} -> (N, 3) the mean of each image under its mask."""
     return (images * masks).sum((-2, -1)) / masks.sum((-2, -1)).clamp(min=1e-6)
@@ -631,18 +672,15 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
     else:
         scenes = TrainScenes(ReferDataset(spec.data_root, dataset="synref", split="train"), spec.train_images)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = None
-    head = None  # stage 0's ObjectHead: trained beside SAM-2, kept in the run's checkpoints, not in the model
     if spec.stage == "stage0":
         params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.")]
-        if spec.category_loss_weight > 0 or spec.colour_loss_weight > 0:
-            head = ObjectHead(model.cfg.sam2.prompt_dim, scenes.dataset.categories(),
-                              colour=spec.colour_loss_weight > 0).to(accelerator.device)
-            groups = param_groups(model, params, cfg.train) + [
-                {"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": 1.0}]
-            params = params + list(head.parameters())
-    optimizer = torch.optim.AdamW(groups or param_groups(model, params, cfg.train), lr=cfg.train.lr,
-                                  betas=cfg.train.betas)
+    groups = param_groups(model, params, cfg.train)
+    head = aux_head(spec, model, scenes)
+    if head is not None:
+        head = head.to(accelerator.device)
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": 1.0})
+        params = params + list(head.parameters())
+    optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, betas=cfg.train.betas)
     start = load_checkpoint(run_dir, model, optimizer, head)
     model, optimizer = accelerator.prepare(model, optimizer)
     core: SalmaModel = accelerator.unwrap_model(model)
@@ -742,14 +780,15 @@ def _step_items(spec: RunSpec, scenes: TrainScenes, core: SalmaModel, cfg: Salma
 
 def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng, batch_size: int,
                 device, gamma_scale: float, aux_scale: float, prepared=None,
-                object_head: ObjectHead | None = None) -> dict[str, torch.Tensor]:
+                aux_head: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """One micro-batch's losses for the run's stage. ``model`` may be DDP-wrapped; ``core`` is not.
 
     ``prepared``: (Batch, unions (B, 1, S, S), image indices) made by ``ReferringBatches``, or (Batch, None,
     frame keys) made by ``ClipBatches`` (video: ``batch_size`` clips); drawn from ``rng`` here when None.
-    ``object_head``: stage 0's auxiliary read-out (``ObjectHead``) when the spec asks for one, else None."""
+    ``aux_head``: the stage's auxiliary read-out when the spec asks for one (stage 0: ``ObjectHead``, stage 1:
+    ``BoxHead``), else None."""
     if spec.stage == "stage0":
-        return stage0_loss(core, scenes, rng, batch_size, device, object_head=object_head,
+        return stage0_loss(core, scenes, rng, batch_size, device, object_head=aux_head,
                            category_weight=spec.category_loss_weight, colour_weight=spec.colour_loss_weight)
     if spec.stage == "video":
         batch, _, keys = prepared if prepared is not None else make_clip_batch(scenes, core.collator, rng,
@@ -771,6 +810,9 @@ def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng
         target = union_t.to(device)
         parts["prior"] = union_loss(core, out.features, target)
         parts["total"] = parts["total"] + spec.prior_loss_weight * parts["prior"]
+    if aux_head is not None:
+        parts["box"] = F.l1_loss(aux_head(out.segment.language), mask_boxes(batch.gt_masks))
+        parts["total"] = parts["total"] + spec.box_loss_weight * parts["box"]
     return parts
 
 
@@ -860,8 +902,19 @@ def stage0_eval(core: SalmaModel, spec: RunSpec, n_images: int = 200, head: Obje
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
+def aux_head(spec: RunSpec, model: SalmaModel, scenes) -> nn.Module | None:
+    """The run's auxiliary head, if its spec asks for one: stage 0's ``ObjectHead``, stage 1's ``BoxHead``.
+    It trains beside the model with the run's learning rate and travels in the run's checkpoints, but is not
+    part of the saved model."""
+    if spec.stage == "stage0" and (spec.category_loss_weight > 0 or spec.colour_loss_weight > 0):
+        return ObjectHead(model.cfg.sam2.prompt_dim, scenes.dataset.categories(), colour=spec.colour_loss_weight > 0)
+    if spec.stage == "stage1" and spec.box_loss_weight > 0:
+        return BoxHead(model.cfg.sam2.prompt_dim)
+    return None
+
+
 def save_checkpoint(run_dir: Path, model: SalmaModel, optimizer, step: int, head: nn.Module | None = None) -> Path:
-    """Write ``ckpt-<step>/`` (model.safetensors + state.pt, with stage 0's ``head`` if any) then point
+    """Write ``ckpt-<step>/`` (model.safetensors + state.pt, with the run's auxiliary ``head`` if any) then point
     ``latest`` at it, atomically; older checkpoints are removed only after the new one is complete."""
     target = run_dir / f"ckpt-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".ckpt-"))
@@ -883,7 +936,7 @@ def save_checkpoint(run_dir: Path, model: SalmaModel, optimizer, step: int, head
 
 
 def load_checkpoint(run_dir: Path, model: SalmaModel, optimizer, head: nn.Module | None = None) -> int:
-    """Resume from ``latest`` if present (and stage 0's ``head``); returns the step to start from (0 for a
+    """Resume from ``latest`` if present (and the run's auxiliary ``head``); returns the step to start from (0 for a
     new run)."""
     pointer = run_dir / "latest"
     if not pointer.is_file():
@@ -896,7 +949,7 @@ def load_checkpoint(run_dir: Path, model: SalmaModel, optimizer, head: nn.Module
         raise ValueError(f"{ckpt / 'state.pt'} is corrupt ({exc}); delete {ckpt} to restart the run") from exc
     if head is not None:
         if "head" not in state:
-            raise ValueError(f"{ckpt / 'state.pt'} has no object head but the run trains one; delete {ckpt} "
+            raise ValueError(f"{ckpt / 'state.pt'} has no auxiliary head but the run trains one; delete {ckpt} "
                              "to restart the run")
         head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
