@@ -131,6 +131,43 @@ def test_stage0_object_objectives_train_the_encoder_and_resume(tiny_data, kill_a
     assert resumed.metrics["category_accuracy"] == pytest.approx(full.metrics["category_accuracy"])
 
 
+def test_mask_boxes_are_tight_fractions_of_the_image():
+    from salma.train import mask_boxes
+
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[0, 0, 2:4, 3:7] = 1  # rows 2-3, columns 3-6
+    masks[1, 0, 7, 0] = 1  # one pixel in the bottom-left corner
+    masks[2] = 1  # the whole image
+    assert mask_boxes(masks).tolist() == [[3 / 8, 2 / 8, 7 / 8, 4 / 8], [0.0, 7 / 8, 1 / 8, 1.0], [0.0, 0.0, 1.0, 1.0]]
+    with pytest.raises(ValueError, match="non-empty mask"):
+        mask_boxes(torch.zeros(1, 1, 8, 8))
+
+
+def test_stage1_box_objective_reaches_the_mllm_and_resumes(tiny_data, kill_and_resume):
+    """The box auxiliary reads the [SEG] embedding: its loss alone moves the MLLM's weights, the run logs it,
+    and a killed run resumes to the same weights (the head's state travels in the checkpoints)."""
+    from salma.train import BoxHead, draw_referring, mask_boxes
+
+    cfg = tiny_cfg(steps=4, enabled=False)
+    model = build_model(cfg, RunSpec(stage="stage1"))
+    model.train()
+    images, exprs, masks, _, _ = draw_referring(train_module.TrainScenes(train_module.ReferDataset(
+        tiny_data, "synref", split="train")), np.random.default_rng(0), 4)
+    batch = model.make_batch(images, exprs, masks)
+    head = BoxHead(cfg.sam2.prompt_dim)
+    torch.nn.functional.l1_loss(head(model(batch).segment.language), mask_boxes(batch.gt_masks)).backward()
+    llm = [p for n, p in model.named_parameters() if n.startswith("mllm.model.language_model.")]
+    assert llm and any(p.grad is not None and p.grad.abs().sum() > 0 for p in llm)
+
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=2, eval_limit=4, name="box",
+                   box_loss_weight=1.0)
+    full, resumed = kill_and_resume(cfg, spec, stop_after=2)
+    assert "box" in full.log[0]
+    assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
+    with pytest.raises(ValueError, match="box_loss_weight is a stage-1 objective"):
+        RunSpec(stage="finetune", box_loss_weight=1.0)
+
+
 def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
     from salma.train import run_hash
 
@@ -143,7 +180,7 @@ def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
     from salma.train import VIDEO_FIELDS, data_fingerprint
 
     fields = {k: v for k, v in dataclasses.asdict(plain).items()
-              if k not in VIDEO_FIELDS and k not in ("category_loss_weight", "colour_loss_weight")}
+              if k not in VIDEO_FIELDS and k not in train_module.LATER_SPEC_DEFAULTS}
     blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": None, "data": data_fingerprint(str(tiny_data))},
                       sort_keys=True, default=str)
     assert run_hash(cfg, plain) == hashlib.sha256(blob.encode()).hexdigest()[:12]
