@@ -285,7 +285,8 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
         cfg0, loss=LossConfig(tmc_weight=0.0, boundary_weight=0.0),
         sam2=dataclasses.replace(base.sam2, freeze_encoder=recipe_values["freeze_encoder1"]),
         train=dataclasses.replace(cfg0.train, lr=recipe_values["lr1"], steps=s1, warmup_ratio=0.02,
-                                  batch_size=recipe_values["batch_size1"]))
+                                  batch_size=recipe_values["batch_size1"],
+                                  mllm_lr_scale=recipe_values.get("mllm_lr_scale1", 1.0)))
     r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root), init_from=str(r0.final), name=f"{preset}-stage1",
                              eval_every=recipe_values["eval_every1"], eval_limit=400, checkpoint_every=100,
                              box_loss_weight=recipe_values.get("box1", 0.0),

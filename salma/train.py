@@ -622,13 +622,19 @@ def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:
 
 
 def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], train_cfg) -> list[dict]:
-    """AdamW groups: weight decay on matrices only (not on biases, norms, gamma), and the MBA module's
-    parameters at ``lr_scale = train_cfg.mba_lr_scale`` (every group carries its ``lr_scale``). At scale 1
-    (the default) there are the two groups, in the order, that runs and checkpoints have always had."""
-    mba_ids = {id(p) for n, p in model.named_parameters() if n.startswith("mba.")}
-    parts = ([(params, 1.0)] if train_cfg.mba_lr_scale == 1.0 else
-             [([p for p in params if id(p) not in mba_ids], 1.0),
-              ([p for p in params if id(p) in mba_ids], train_cfg.mba_lr_scale)])
+    """AdamW groups: weight decay on matrices only (not on biases, norms, gamma); the MBA module's parameters
+    at ``lr_scale = train_cfg.mba_lr_scale`` and the MLLM's and text_hidden_fcs' at ``train_cfg.mllm_lr_scale``
+    (every group carries its ``lr_scale``). At scale 1 (the defaults) there are the two groups, in the order,
+    that runs and checkpoints have always had; the scaled groups follow the unscaled ones."""
+    mllm = getattr(train_cfg, "mllm_lr_scale", 1.0)
+    scales = {"mba.": train_cfg.mba_lr_scale, "mllm.": mllm, "text_hidden_fcs.": mllm}
+    name = {id(p): n for n, p in model.named_parameters()}
+
+    def scale_of(p: torch.nn.Parameter) -> float:
+        return next((v for prefix, v in scales.items() if name.get(id(p), "").startswith(prefix)), 1.0)
+
+    order = [1.0] + [v for v in dict.fromkeys(scales.values()) if v != 1.0]
+    parts = [([p for p in params if scale_of(p) == v], v) for v in order]
     groups = []
     for chosen, scale in parts:
         for decays in (True, False):

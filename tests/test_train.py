@@ -289,6 +289,26 @@ def test_mba_lr_scale_groups_and_config_hash_compatibility():
                for p in g["params"])
 
 
+def test_mllm_lr_scale_groups_the_mllm_and_its_projection():
+    """mllm_lr_scale gives InternVL and text_hidden_fcs their own groups at a multiple of the rate; SAM-2 keeps
+    the base rate; at 1 the key stays out of the config's dict (older hashes unchanged)."""
+    from salma.model import SalmaModel
+    from salma.train import param_groups
+
+    cfg = get_preset("tiny")
+    assert "mllm_lr_scale" not in cfg.to_dict()["train"]
+    scaled = dataclasses.replace(cfg.train, mllm_lr_scale=3.0)
+    model = SalmaModel(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = param_groups(model, params, scaled)
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    name = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        heads = {name[id(p)].split(".")[0] for p in g["params"]}
+        assert heads <= ({"mllm", "text_hidden_fcs"} if g["lr_scale"] == 3.0 else {"sam", "mba"}), (g["lr_scale"], heads)
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 3.0, 3.0]
+
+
 def test_manifest_git_fields_name_the_checkout_or_say_null(monkeypatch):
     """git_commit is the checkout's HEAD and git_dirty a bool in a git checkout; with no git at all (an
     installed package on a machine without git) both are None rather than an exception or a guess."""
