@@ -290,6 +290,7 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
     r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root), init_from=str(r0.final), name=f"{preset}-stage1",
                              eval_every=recipe_values["eval_every1"], eval_limit=400, checkpoint_every=100,
                              box_loss_weight=recipe_values.get("box1", 0.0),
+                             token_loss_weight=recipe_values.get("tokens1", 0.0),
                              prior_loss_weight=0.2, seg_bce_weight=FOUNDATION_SEG_LOSS["bce_weight"],
                              seg_dice_weight=FOUNDATION_SEG_LOSS["dice_weight"]),
                runs_root=runs_root, progress=progress)
