@@ -168,6 +168,43 @@ def test_stage1_box_objective_reaches_the_mllm_and_resumes(tiny_data, kill_and_r
         RunSpec(stage="finetune", box_loss_weight=1.0)
 
 
+def test_image_token_targets_follow_the_pixel_shuffle_raster():
+    """Each MLLM image token's targets describe its own cell of the image, cells in row-major order (the
+    order InternVL's pixel shuffle leaves the 2x2 patch groups in)."""
+    from salma.train import ImageTokenHead
+
+    head = ImageTokenHead(8, [1, 2])
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:4, :4] = (255, 0, 0)
+    red = np.zeros((8, 8), bool)
+    red[:4, :4] = True  # fills the top-left cell (token 0)
+    corner = np.zeros((8, 8), bool)
+    corner[6:, 6:] = True  # a quarter of the bottom-right cell (token 3)
+    shares, colour, cover = head.targets(image, [red, corner], [2, 1], grid=2)
+    assert shares.tolist() == [[0, 0, 1], [1, 0, 0], [1, 0, 0], [0.75, 0.25, 0]]
+    assert colour[0].tolist() == [1, 0, 0] and cover.tolist() == [1, 0, 0, 0.25]
+
+
+def test_stage1_image_token_objective_trains_the_vision_side_and_resumes(tiny_data, kill_and_resume):
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=2, eval_limit=4, name="tok",
+                   token_loss_weight=1.0, box_loss_weight=1.0)
+    full, resumed = kill_and_resume(tiny_cfg(steps=4, enabled=False), spec, stop_after=2)
+    assert {"tokens", "box"} <= set(full.log[0])
+    assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
+    # the objective alone reaches InternViT and the projector, and nothing of SAM-2
+    from salma.train import ImageTokenHead, TrainScenes, draw_referring, image_token_loss
+
+    model = build_model(tiny_cfg(enabled=False), RunSpec(stage="stage1"))
+    scenes = TrainScenes(train_module.ReferDataset(tiny_data, "synref", split="train"))
+    images, exprs, masks, _, indices = draw_referring(scenes, np.random.default_rng(1), 3)
+    head = ImageTokenHead(model.mllm.config.text_config.hidden_size, scenes.dataset.categories())
+    image_token_loss(model, head, model.make_batch(images, exprs, masks), scenes, indices, "cpu").backward()
+    moved = {n.split(".")[2] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == {"vision_tower", "multi_modal_projector"}, moved
+    with pytest.raises(ValueError, match="token_loss_weight is a stage-1 objective"):
+        RunSpec(stage="stage0", token_loss_weight=1.0)
+
+
 def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
     from salma.train import run_hash
 
