@@ -48,7 +48,8 @@ def test_trace_is_the_predict_path(salma):
     preds = salma.predict_image(image(), EXPRESSIONS)
     for b, p in enumerate(preds):
         assert np.array_equal(trace.masks[b], p.mask)
-        assert np.allclose(trace.prior[b, 0].numpy(), p.prior)
+        # float32 noise only (the two paths batch the pre-pass differently): priors here are ~0.1
+        assert np.allclose(trace.prior[b, 0].numpy(), p.prior, rtol=1e-5, atol=1e-6)
     assert trace.tokens == [e.split() for e in EXPRESSIONS]
     assert trace.mba.attention is not None and trace.text.shape[:2] == trace.text_mask.shape
 
