@@ -270,8 +270,8 @@ def _small() -> SalmaConfig:
         ),
         mllm=MLLMConfig(
             vision_hidden=64, vision_layers=2, vision_heads=4, vision_intermediate=128,
-            vision_image_size=64, vision_patch=8, text_hidden=128, text_layers=2, text_heads=4,
-            text_kv_heads=2, text_intermediate=256, vocab_size=0, max_tiles=1, lora=False, lora_r=16, lora_alpha=32,
+            vision_image_size=64, vision_patch=8, text_hidden=256, text_layers=4, text_heads=4,
+            text_kv_heads=2, text_intermediate=512, vocab_size=0, max_tiles=1, lora=False, lora_r=16, lora_alpha=32,
             freeze_vision=False,
         ),
         mba=MBAConfig(num_heads=8, router_hidden=64),

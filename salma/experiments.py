@@ -126,7 +126,7 @@ def ensure_foundation(preset: str, runs_root: str | Path | None = None, progress
         return pretrain("tiny", runs_root=runs_root, out=str(runs_root / "foundation-tiny"), progress=progress)
     raise FileNotFoundError(
         f"the {preset} foundation is missing ({shipped}/model.safetensors). It ships with the kit; "
-        f"re-create it with `python -m salma pretrain --preset {preset}` (about 1-1.5 hours on a 2-core CPU)."
+        f"re-create it with `python -m salma pretrain --preset {preset}` (about 2 hours on a 2-core CPU)."
     )
 
 
@@ -230,15 +230,18 @@ PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
                 "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0, "category0": 0.5, "colour0": 0.5},
     },
     "small": {
-        # stage 1 at lr 1e-4 for 9000 steps: val cIoU 0.421, flat from step 7000 on (2026-11-23). At 3e-4 it sat
-        # at the largest-object floor (0.21) for 2000 steps and ended at 0.318; a trainable SAM-2 encoder (3x the
-        # cost per step) and 64 image tokens gained nothing measurable in 2000-3000 steps (README, "The foundation").
+        # Stage 0 trains SAM-2 with the object head (category + colour, ObjectHead) for 2400 steps; stage 1 trains
+        # the Sa2VA baseline at lr 1e-4 for 9000 steps with the box and image-token read-outs of the MLLM (BoxHead,
+        # ImageTokenHead). Each piece was measured against the one before (README, "The foundation"); the 0.421
+        # foundation of 2026-11-23 had a 1200-step class-agnostic stage 0 and neither read-out. At lr1 3e-4 stage 1
+        # sat at the largest-object floor (0.21) for 2000 steps.
         "cpu": {"stage0_steps": 2400, "stage1_steps": 9000, "batch_size": 16, "lr0": 3e-4, "lr1": 1e-4,
                 "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 500, "category0": 0.5,
-                "colour0": 0.5},
+                "colour0": 0.5, "box1": 1.0, "tokens1": 1.0},
+        # The gpu recipe has not been run with the object head and the read-outs (no GPU lent since they exist).
         "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,
                 "batch_size1": 64, "freeze_encoder1": False, "eval_every1": 1000, "category0": 0.5,
-                "colour0": 0.5},
+                "colour0": 0.5, "box1": 1.0, "tokens1": 1.0},
     },
 }
 RECIPE_KINDS = ("auto", "cpu", "gpu")

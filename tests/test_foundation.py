@@ -83,6 +83,31 @@ def test_pretrain_records_the_checkout_as_it_was_when_training_started(monkeypat
     assert written == {"git_commit": "0123abc", "git_dirty": False}
 
 
+def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(monkeypatch, tmp_path):
+    """The small recipe's object head (stage 0) and MLLM read-outs (stage 1) reach the runs that train them."""
+    from salma import experiments
+    from salma.train import RunResult
+
+    specs = {}
+
+    def fake_train(cfg, spec, runs_root, progress):
+        specs[spec.stage] = (cfg, spec)
+        return RunResult(run_dir=tmp_path / spec.stage, final=tmp_path / spec.stage / "final", metrics={})
+
+    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None: tmp_path / "data")
+    monkeypatch.setattr(experiments, "train", fake_train)
+    monkeypatch.setattr(experiments, "write_foundation", lambda *a, **k: None)
+    experiments.pretrain("small", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
+    recipe = experiments.PRETRAIN_RECIPES["small"]["cpu"]
+    (cfg0, s0), (cfg1, s1) = specs["stage0"], specs["stage1"]
+    assert (s0.category_loss_weight, s0.colour_loss_weight) == (recipe["category0"], recipe["colour0"]) != (0, 0)
+    assert (s1.box_loss_weight, s1.token_loss_weight) == (recipe["box1"], recipe["tokens1"]) != (0, 0)
+    assert (s0.box_loss_weight, s1.category_loss_weight) == (0.0, 0.0)
+    assert not cfg0.sam2.freeze_encoder and cfg1.sam2.freeze_encoder
+    assert (cfg0.train.steps, cfg1.train.steps, cfg1.train.lr) == (recipe["stage0_steps"], recipe["stage1_steps"],
+                                                                   recipe["lr1"])
+
+
 @pytest.mark.slow
 def test_foundation_manifest_tells_trained_from_reused_stages(tmp_path):
     """A foundation written from runs the cache already held says so, and still records the time its stages
