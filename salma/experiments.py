@@ -87,18 +87,22 @@ FINETUNE_RECIPE: dict[str, dict] = {
 FINETUNE_IMAGES: dict[str, int | None] = {"tiny": None, "small": 3000}
 
 
-def synref_root(preset: str, data_root: str | Path | None = None) -> Path:
-    """The SynRef dataset of a preset, generated (deterministically) on first use under ``data/``."""
+def synref_root(preset: str, data_root: str | Path | None = None, train_images: int | None = None) -> Path:
+    """The SynRef dataset of a preset, generated (deterministically) on first use under ``data/``.
+    ``train_images``: that many training images instead of the preset's (the foundation's stage 1 may read
+    more than fine-tuning does). Every image is drawn from its own (seed, split, index), so the first N
+    training images and the whole val split are the same whatever the count."""
     from salma.data.synref import GENERATOR_VERSION, generate_synref
 
     cfg = get_preset(preset).data
+    n_train = train_images or cfg.train_images
     # The generator version is in the folder name: runs are cached by their data root, so a new generator
     # must never be mistaken for the old one's data.
     root = Path(data_root) if data_root else (
-        REPO_ROOT / "data" / f"{GENERATOR_VERSION}-{cfg.scene_size}px-seed{cfg.seed}-{cfg.train_images}")
+        REPO_ROOT / "data" / f"{GENERATOR_VERSION}-{cfg.scene_size}px-seed{cfg.seed}-{n_train}")
     if not (root / "synref" / "instances.json").is_file():
         generate_synref(root, seed=cfg.seed, scene_size=cfg.scene_size, workers=_generator_workers(),
-                        n_images={"train": cfg.train_images, "val": cfg.val_images,
+                        n_images={"train": n_train, "val": cfg.val_images,
                                   "testA": cfg.test_images, "testB": cfg.test_images})
     return root
 
@@ -290,7 +294,10 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
         train=dataclasses.replace(cfg0.train, lr=recipe_values["lr1"], steps=s1, warmup_ratio=0.02,
                                   batch_size=recipe_values["batch_size1"],
                                   mllm_lr_scale=recipe_values.get("mllm_lr_scale1", 1.0)))
-    r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root), init_from=str(r0.final), name=f"{preset}-stage1",
+    # train_images1: stage 1 reads more training images than stage 0 and fine-tuning (a given data root wins).
+    root1 = root if data_root or not recipe_values.get("train_images1") else synref_root(
+        preset, train_images=recipe_values["train_images1"])
+    r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root1), init_from=str(r0.final), name=f"{preset}-stage1",
                              eval_every=recipe_values["eval_every1"], eval_limit=400, checkpoint_every=100,
                              box_loss_weight=recipe_values.get("box1", 0.0),
                              token_loss_weight=recipe_values.get("tokens1", 0.0),
@@ -305,7 +312,8 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
                 write_training_curve(target)
             return target  # already written from this very run
     used = {**recipe_values, "stage0_steps": s0, "stage1_steps": s1}  # what ran, overrides included
-    write_foundation(r1, r0, target, preset, root, time.time() - start, provenance, recipe=(kind, used))
+    write_foundation(r1, r0, target, preset, root, time.time() - start, provenance, recipe=(kind, used),
+                     stage1_data_root=root1)
     return target
 
 
@@ -340,9 +348,11 @@ def foundation_check(directory: str | Path, preset: str, n: int = FOUNDATION_CHE
 
 
 def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, data_root: Path,
-                     wall_seconds: float, provenance: dict, recipe: tuple[str, dict] | None = None) -> None:
+                     wall_seconds: float, provenance: dict, recipe: tuple[str, dict] | None = None,
+                     stage1_data_root: Path | None = None) -> None:
     """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve.
-    ``provenance``: git_commit and git_dirty as read when the training started."""
+    ``provenance``: git_commit and git_dirty as read when the training started. ``data_root``: stage 0's
+    data; ``stage1_data_root``: stage 1's where it differs."""
     from salma.model import SalmaModel
     from salma.train import _sha256, read_log
 
@@ -352,7 +362,8 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
     model.save_pretrained(target, dtype=torch.float16)
     log0, log1 = read_log(r0.run_dir), read_log(r1.run_dir)
     manifest = {
-        "what": f"SynRef foundation of the {preset} preset: stage 0 (SAM-2 class-agnostic) + stage 1 (Sa2VA)",
+        "what": f"SynRef foundation of the {preset} preset: stage 0 (SAM-2: class-agnostic masks, object head) + "
+                "stage 1 (Sa2VA)",
         "command": f"python -m salma pretrain --preset {preset}" + (f" --recipe {recipe[0]}" if recipe else "")
         + "".join(f" --stage{i}-steps {recipe[1][f'stage{i}_steps']}" for i in (0, 1)
                   if recipe and recipe[1][f"stage{i}_steps"] != PRETRAIN_RECIPES[preset][recipe[0]][f"stage{i}_steps"]),
@@ -360,7 +371,9 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
         "config_hash": model.cfg.hash(),
         "git_commit": provenance["git_commit"],
         "git_dirty": provenance["git_dirty"],
-        "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size},
+        "data": {"root": str(data_root), "seed": model.cfg.data.seed, "scene_size": model.cfg.data.scene_size,
+                 **({"stage1_root": str(stage1_data_root)} if stage1_data_root and stage1_data_root != data_root
+                    else {})},
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
         "torch_threads": torch.get_num_threads(),
         "wall_seconds": round(wall_seconds, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,10 +71,10 @@ def test_pretrain_records_the_checkout_as_it_was_when_training_started(monkeypat
         run_dir = tmp_path / spec.stage
         return RunResult(run_dir=run_dir, final=run_dir / "final", metrics={})
 
-    def fake_write(r1, r0, target, preset, root, wall_seconds, provenance, recipe=None):
+    def fake_write(r1, r0, target, preset, root, wall_seconds, provenance, recipe=None, stage1_data_root=None):
         written.update(provenance)
 
-    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None: tmp_path / "data")
+    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None, train_images=None: tmp_path / "data")
     monkeypatch.setattr(experiments, "train", fake_train)
     monkeypatch.setattr(experiments, "write_foundation", fake_write)
     monkeypatch.setattr(experiments, "git_commit", lambda: "0123abc")
@@ -94,7 +95,7 @@ def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(monkeypat
         specs[spec.stage] = (cfg, spec)
         return RunResult(run_dir=tmp_path / spec.stage, final=tmp_path / spec.stage / "final", metrics={})
 
-    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None: tmp_path / "data")
+    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None, train_images=None: tmp_path / "data")
     monkeypatch.setattr(experiments, "train", fake_train)
     monkeypatch.setattr(experiments, "write_foundation", lambda *a, **k: None)
     experiments.pretrain("small", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
@@ -106,6 +107,36 @@ def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(monkeypat
     assert not cfg0.sam2.freeze_encoder and cfg1.sam2.freeze_encoder
     assert (cfg0.train.steps, cfg1.train.steps, cfg1.train.lr) == (recipe["stage0_steps"], recipe["stage1_steps"],
                                                                    recipe["lr1"])
+
+
+def test_pretrain_reads_train_images1_for_stage_1_only(monkeypatch, tmp_path):
+    """The recipe key train_images1 gives stage 1 a larger training set than stage 0 (and fine-tuning); a
+    data root given on the command line is used by both stages."""
+    from salma import experiments
+    from salma.train import RunResult
+
+    specs, written = {}, {}
+
+    def fake_root(preset, data_root=None, train_images=None):
+        return Path(data_root) if data_root else tmp_path / f"data-{train_images or 'preset'}"
+
+    def fake_train(cfg, spec, runs_root, progress):
+        specs[spec.stage] = spec
+        return RunResult(run_dir=tmp_path / spec.stage, final=tmp_path / spec.stage / "final", metrics={})
+
+    recipe = {**experiments.PRETRAIN_RECIPES["small"]["cpu"], "train_images1": 20000}
+    monkeypatch.setitem(experiments.PRETRAIN_RECIPES["small"], "cpu", recipe)
+    monkeypatch.setattr(experiments, "synref_root", fake_root)
+    monkeypatch.setattr(experiments, "train", fake_train)
+    monkeypatch.setattr(experiments, "write_foundation", lambda *a, **k: written.update(a=a, k=k))
+    experiments.pretrain("small", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
+    assert specs["stage0"].data_root == str(tmp_path / "data-preset")
+    assert specs["stage1"].data_root == str(tmp_path / "data-20000")
+    assert written["a"][4] == tmp_path / "data-preset" and written["k"]["stage1_data_root"] == tmp_path / "data-20000"
+
+    experiments.pretrain("small", data_root=str(tmp_path / "mine"), runs_root=tmp_path,
+                         out=str(tmp_path / "foundation"), progress=False)
+    assert specs["stage0"].data_root == specs["stage1"].data_root == str(tmp_path / "mine")
 
 
 @pytest.mark.slow
