@@ -57,49 +57,58 @@ def test_finetuning_keeps_the_foundations_segmentation_loss_weights():
     assert (paper.loss.bce_weight, paper.loss.dice_weight) == (2.0, 0.5)
 
 
-def test_pretrain_records_the_checkout_as_it_was_when_training_started(monkeypatch, tmp_path):
+@pytest.fixture
+def stubbed_pretrain(monkeypatch, tmp_path):
+    """``experiments.pretrain`` with its data, training and writing stubbed out. ``trained`` lists each stage's
+    (cfg, spec) as ``train`` is called, i.e. while pretrain runs (the git_dirty test depends on that);
+    ``written`` holds write_foundation's arguments by name (bound to its real signature, so a call that no
+    longer fits it fails here). A preset's data root is ``data-preset``, one with N training images
+    ``data-N``."""
+    import inspect
+    from types import SimpleNamespace
+
+    from salma import experiments
+    from salma.train import RunResult
+
+    stub = SimpleNamespace(trained=[], written={}, experiments=experiments)
+    write_signature = inspect.signature(experiments.write_foundation)
+
+    def fake_root(preset, data_root=None, train_images=None):
+        return Path(data_root) if data_root else tmp_path / f"data-{train_images or 'preset'}"
+
+    def fake_train(cfg, spec, runs_root, progress):
+        stub.trained.append((cfg, spec))
+        return RunResult(run_dir=tmp_path / spec.stage, final=tmp_path / spec.stage / "final", metrics={})
+
+    def fake_write(*args, **kwargs):
+        stub.written.update(write_signature.bind(*args, **kwargs).arguments)
+
+    monkeypatch.setattr(experiments, "synref_root", fake_root)
+    monkeypatch.setattr(experiments, "train", fake_train)
+    monkeypatch.setattr(experiments, "write_foundation", fake_write)
+    stub.run = lambda preset, **kw: experiments.pretrain(preset, runs_root=tmp_path, out=str(tmp_path / "foundation"),
+                                                         progress=False, **kw)
+    stub.specs = lambda: {spec.stage: (cfg, spec) for cfg, spec in stub.trained}
+    return stub
+
+
+def test_pretrain_records_the_checkout_as_it_was_when_training_started(stubbed_pretrain, monkeypatch):
     """The manifest's git_commit/git_dirty describe the code that trained. Read after training, git_dirty was
     always true when the shipped foundation is rebuilt in place (its own tracked files had just been
     rewritten), so pretrain reads them first; here the tree turns "dirty" as soon as anything trains."""
-    from salma import experiments
-    from salma.train import RunResult
-
-    trained, written = [], {}
-
-    def fake_train(cfg, spec, runs_root, progress):
-        trained.append(spec.stage)
-        run_dir = tmp_path / spec.stage
-        return RunResult(run_dir=run_dir, final=run_dir / "final", metrics={})
-
-    def fake_write(r1, r0, target, preset, root, wall_seconds, provenance, recipe=None, stage1_data_root=None):
-        written.update(provenance)
-
-    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None, train_images=None: tmp_path / "data")
-    monkeypatch.setattr(experiments, "train", fake_train)
-    monkeypatch.setattr(experiments, "write_foundation", fake_write)
+    experiments = stubbed_pretrain.experiments
     monkeypatch.setattr(experiments, "git_commit", lambda: "0123abc")
-    monkeypatch.setattr(experiments, "git_dirty", lambda: bool(trained))
-    experiments.pretrain("tiny", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
-    assert trained == ["stage0", "stage1"]
-    assert written == {"git_commit": "0123abc", "git_dirty": False}
+    monkeypatch.setattr(experiments, "git_dirty", lambda: bool(stubbed_pretrain.trained))
+    stubbed_pretrain.run("tiny")
+    assert [spec.stage for _, spec in stubbed_pretrain.trained] == ["stage0", "stage1"]
+    assert stubbed_pretrain.written["provenance"] == {"git_commit": "0123abc", "git_dirty": False}
 
 
-def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(monkeypatch, tmp_path):
+def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(stubbed_pretrain):
     """The small recipe's object head (stage 0) and MLLM read-outs (stage 1) reach the runs that train them."""
-    from salma import experiments
-    from salma.train import RunResult
-
-    specs = {}
-
-    def fake_train(cfg, spec, runs_root, progress):
-        specs[spec.stage] = (cfg, spec)
-        return RunResult(run_dir=tmp_path / spec.stage, final=tmp_path / spec.stage / "final", metrics={})
-
-    monkeypatch.setattr(experiments, "synref_root", lambda preset, data_root=None, train_images=None: tmp_path / "data")
-    monkeypatch.setattr(experiments, "train", fake_train)
-    monkeypatch.setattr(experiments, "write_foundation", lambda *a, **k: None)
-    experiments.pretrain("small", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
-    recipe = experiments.PRETRAIN_RECIPES["small"]["cpu"]
+    stubbed_pretrain.run("small")
+    recipe = stubbed_pretrain.experiments.PRETRAIN_RECIPES["small"]["cpu"]
+    specs = stubbed_pretrain.specs()
     (cfg0, s0), (cfg1, s1) = specs["stage0"], specs["stage1"]
     assert (s0.category_loss_weight, s0.colour_loss_weight) == (recipe["category0"], recipe["colour0"]) != (0, 0)
     assert (s1.box_loss_weight, s1.token_loss_weight) == (recipe["box1"], recipe["tokens1"]) != (0, 0)
@@ -109,33 +118,22 @@ def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(monkeypat
                                                                    recipe["lr1"])
 
 
-def test_pretrain_reads_train_images1_for_stage_1_only(monkeypatch, tmp_path):
+def test_pretrain_reads_train_images1_for_stage_1_only(stubbed_pretrain, monkeypatch, tmp_path):
     """The recipe key train_images1 gives stage 1 a larger training set than stage 0 (and fine-tuning); a
     data root given on the command line is used by both stages."""
-    from salma import experiments
-    from salma.train import RunResult
-
-    specs, written = {}, {}
-
-    def fake_root(preset, data_root=None, train_images=None):
-        return Path(data_root) if data_root else tmp_path / f"data-{train_images or 'preset'}"
-
-    def fake_train(cfg, spec, runs_root, progress):
-        specs[spec.stage] = spec
-        return RunResult(run_dir=tmp_path / spec.stage, final=tmp_path / spec.stage / "final", metrics={})
-
+    experiments = stubbed_pretrain.experiments
     recipe = {**experiments.PRETRAIN_RECIPES["small"]["cpu"], "train_images1": 20000}
     monkeypatch.setitem(experiments.PRETRAIN_RECIPES["small"], "cpu", recipe)
-    monkeypatch.setattr(experiments, "synref_root", fake_root)
-    monkeypatch.setattr(experiments, "train", fake_train)
-    monkeypatch.setattr(experiments, "write_foundation", lambda *a, **k: written.update(a=a, k=k))
-    experiments.pretrain("small", runs_root=tmp_path, out=str(tmp_path / "foundation"), progress=False)
+    stubbed_pretrain.run("small")
+    specs = {stage: spec for stage, (_, spec) in stubbed_pretrain.specs().items()}
     assert specs["stage0"].data_root == str(tmp_path / "data-preset")
     assert specs["stage1"].data_root == str(tmp_path / "data-20000")
-    assert written["a"][4] == tmp_path / "data-preset" and written["k"]["stage1_data_root"] == tmp_path / "data-20000"
+    written = stubbed_pretrain.written
+    assert written["data_root"] == tmp_path / "data-preset" and written["stage1_data_root"] == tmp_path / "data-20000"
 
-    experiments.pretrain("small", data_root=str(tmp_path / "mine"), runs_root=tmp_path,
-                         out=str(tmp_path / "foundation"), progress=False)
+    stubbed_pretrain.trained.clear()
+    stubbed_pretrain.run("small", data_root=str(tmp_path / "mine"))
+    specs = {stage: spec for stage, (_, spec) in stubbed_pretrain.specs().items()}
     assert specs["stage0"].data_root == specs["stage1"].data_root == str(tmp_path / "mine")
 
 
