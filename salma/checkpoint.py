@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 ALIASES_KEY = "salma_aliases"
 
@@ -20,7 +22,6 @@ ALIASES_KEY = "salma_aliases"
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike, dtype: torch.dtype | None = None,
                     metadata: dict[str, str] | None = None) -> Path:
     """Write ``state`` to ``path`` (safetensors) atomically; floating tensors cast to ``dtype`` if given."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +56,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Raises FileNotFoundError for a missing file and ValueError naming the file for a corrupt or truncated one.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
@@ -74,7 +73,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a safetensors header (config hash, model shape, ...)."""
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})

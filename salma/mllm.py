@@ -19,7 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from peft import LoraConfig, inject_adapter_in_model
+from PIL import Image
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordLevel
 from torch import nn
+from transformers import (
+    AutoTokenizer,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLVisionConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
 
 from salma.config import MLLMConfig
 
@@ -40,9 +52,6 @@ def build_synthetic_tokenizer(words: list[str]):
 
     Lower-cases, splits on whitespace and punctuation; unknown words map to ``<unk>``.
     """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
     for w in SPECIAL_TOKENS + TEMPLATE_WORDS + sorted(set(words)):
@@ -69,7 +78,6 @@ def ensure_special_tokens(tokenizer) -> None:
 
 def internvl_config(cfg: MLLMConfig, vocab_size: int, image_token_id: int):
     """A transformers ``InternVLConfig`` with the dimensions of ``cfg`` (Qwen2 LLM, InternViT tower)."""
-    from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
 
     vision = InternVLVisionConfig(
         hidden_size=cfg.vision_hidden, num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
@@ -92,7 +100,6 @@ def build_internvl(cfg: MLLMConfig, tokenizer=None):
     Config-built models need a tokenizer (the synthetic one for the embedded presets). The embedding table
     is resized when ``[SEG]`` or the image tokens are new to the tokenizer.
     """
-    from transformers import AutoTokenizer, InternVLForConditionalGeneration
 
     if cfg.local_path is not None:
         if not os.path.isdir(cfg.local_path):
@@ -124,7 +131,6 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def apply_lora(model, cfg: MLLMConfig) -> None:
     """Inject peft LoRA adapters into the LLM in place; freeze its base weights, keep the token
     embeddings and LM head trainable (``[SEG]`` is a new token), freeze the vision tower if asked."""
-    from peft import LoraConfig, inject_adapter_in_model
 
     llm = model.model.language_model
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -151,7 +157,6 @@ def dynamic_tiles(image: np.ndarray, tile: int, max_tiles: int, thumbnail: bool 
     """InternVL's dynamic tiling: split an (H, W, 3) image into a grid of ``tile`` x ``tile`` crops whose
     aspect ratio is closest to the image's (at most ``max_tiles``), plus a thumbnail when the grid has more
     than one tile. A 1024x1024 image with max_tiles=6 gives 2x2 + thumbnail = 5 tiles (REFERENCE 7)."""
-    from PIL import Image
 
     h, w = image.shape[:2]
     aspect = w / h

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sam2.build_sam import build_sam2
 from torch import nn
 
 from salma.config import SAM2Config
@@ -36,7 +37,6 @@ def build_sam2_model(cfg: SAM2Config, device: str | torch.device = "cpu") -> nn.
     Post-processing (dynamic multimask fallback) is off: training and the pre-pass need the plain decoder.
     Raises FileNotFoundError naming the checkpoint path when a local checkpoint is missing.
     """
-    from sam2.build_sam import build_sam2
 
     if cfg.checkpoint is not None and not os.path.isfile(cfg.checkpoint):
         raise FileNotFoundError(

@@ -37,9 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sam2.build_sam import build_sam2_video_predictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from salma import sam2_ext
+from salma.batch import Batch
+from salma.mllm import pad_prompts, preprocess_tiles
 from salma.sam2_ext import LanguageSAM2, SAM2Features, preprocess_images
 
 VIDEO_MODES = ("released", "per_frame")
@@ -238,7 +241,6 @@ def build_video_predictor(model) -> LanguageVideoPredictor:
     """A :class:`LanguageVideoPredictor` built from ``model.cfg.sam2`` with sam2's ``build_sam2_video_predictor``
     and the Hydra overrides of ``build_sam2_model``, whose tensors *are* the model's SAM-2 tensors
     (``load_state_dict(assign=True)``: same storage, no copy; strict, so every parameter name must match)."""
-    from sam2.build_sam import build_sam2_video_predictor
 
     cfg = model.cfg.sam2
     sam = model.sam.model
@@ -271,13 +273,11 @@ def clip_prompts(model, frames: np.ndarray, expressions: list[str], mllm_frames:
     frames: (T, H, W, 3) uint8. Each sampled frame is one tile (Sa2VA's video input: no dynamic tiling).
     Returns ([ClipPrompt] per expression, the sampled frame indices).
     """
-    from salma.mllm import pad_prompts, preprocess_tiles
 
     idx = sample_frames(len(frames), mllm_frames, frame_sampling)
     tiles = preprocess_tiles([frames[i] for i in idx], model.cfg.mllm.vision_image_size)
     prompts = [model.prompts.build(e, n_tiles=len(idx)) for e in expressions]
     ids = pad_prompts(prompts, model.tokenizer.pad_token_id)
-    from salma.model import Batch
 
     e = len(expressions)
     batch = Batch(sam_images=torch.empty(0), image_index=torch.zeros(e, dtype=torch.long),

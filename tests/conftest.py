@@ -42,7 +42,7 @@ def kill_and_resume(tmp_path):
     import torch
 
     from salma.checkpoint import load_state_dict
-    from salma.train import train
+    from salma.train.loop import train
 
     def run(cfg, spec, stop_after: int):
         full = train(cfg, spec, runs_root=tmp_path / "uninterrupted", progress=False)

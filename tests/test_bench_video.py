@@ -9,20 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from salma import bench_video as bv
-from salma import efficiency as eff
+from salma.bench import video as bv
+from salma.bench.timing import StageTimer
+from salma.cli.bench import add_arguments, run
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    eff.add_arguments(parser)
+    add_arguments(parser)
     return parser
 
 
 def test_video_bench_writes_its_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SALMA_FIGURES_DIR", str(tmp_path))
     args = _parser().parse_args(["--video", "--preset", "tiny", "--device", "cpu", "--frames", "3", "--reps", "1"])
-    assert eff.run(args) == 0
+    assert run(args) == 0
     table = pd.read_csv(tmp_path / "table5_video.csv")
     assert (tmp_path / "table5_video.md").exists() and (tmp_path / "table5_video.json").exists()
     assert list(zip(table["mode"], table["key"])) == [("released", "baseline"), ("released", "salma"),
@@ -37,7 +38,7 @@ def test_video_bench_writes_its_table(tmp_path, monkeypatch, capsys):
 def test_variants_restore_the_model_and_the_baseline_skips_the_extras():
     model, vb = bv.prepare_video_bench("tiny", "cpu", n_frames=2, mllm_frames=1)
     mba = model.mba
-    timer = eff.StageTimer(vb.device)
+    timer = StageTimer(vb.device)
     with bv.variant(model, "baseline", timer=timer):
         assert model.mba is None
         base = bv._run_mode(model, vb, "per_frame", return_logits=True)[1]
@@ -73,7 +74,7 @@ def test_bad_compile_value_names_the_accepted_values(capsys):
     assert "--compile" in err and all(m in err for m in bv.COMPILE_MODES)
     with pytest.raises(ValueError, match="none, default, max-autotune"):
         bv.check_compile_mode("fast")
-    assert eff.run(_parser().parse_args(["--preset", "tiny", "--compile", "default"])) == 2
+    assert run(_parser().parse_args(["--preset", "tiny", "--compile", "default"])) == 2
     assert "--video" in capsys.readouterr().err
 
 
@@ -95,9 +96,9 @@ def test_long_clip_reports_time_and_peak_memory(tmp_path, monkeypatch, capsys):
         assert r["frames"] == 6 and r["masks_shape"] == [1, 6, r["size"], r["size"]]
         assert r["rss_peak_mb"] >= r["rss_before_mb"] > 0 and r["ms_per_frame"] > 0 and r["cuda_peak_mb"] is None
     monkeypatch.setenv("SALMA_FIGURES_DIR", str(tmp_path))
-    assert eff.run(_parser().parse_args(["--video", "--preset", "tiny", "--device", "cpu", "--long", "3"])) == 0
+    assert run(_parser().parse_args(["--video", "--preset", "tiny", "--device", "cpu", "--long", "3"])) == 0
     assert (tmp_path / "video_long_clip.csv").exists() and "Long clip" in capsys.readouterr().out
-    assert eff.run(_parser().parse_args(["--preset", "tiny", "--long", "3"])) == 2
+    assert run(_parser().parse_args(["--preset", "tiny", "--long", "3"])) == 2
     assert "--video" in capsys.readouterr().err
 
 

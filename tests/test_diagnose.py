@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from salma import diagnose
 from salma.__main__ import main
 from salma.config import get_preset
 from salma.data.refer import ReferDataset
 from salma.data.synref import generate_synref
 from salma.model import SalmaModel
+from salma.report import diagnose
+from salma.train.tokenizer import synthetic_tokenizer
 
 
 def test_word_signature_groups_synref_words():
@@ -58,7 +59,7 @@ def test_diagnose_command_on_a_small_synref(tmp_path, capsys):
     generate_synref(root, seed=5, scene_size=32, n_images={"train": 2, "val": 6, "testA": 2, "testB": 2},
                     progress=False)
     torch.manual_seed(0)
-    ckpt = SalmaModel(get_preset("tiny")).save_pretrained(tmp_path / "model")
+    ckpt = SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer()).save_pretrained(tmp_path / "model")
     assert main(["diagnose", "--checkpoint", str(ckpt), "--data", str(root), "--limit", "8"]) == 0
     out = capsys.readouterr().out
     assert "by kind" in out and "by words" in out
@@ -84,7 +85,7 @@ def test_diagnose_probes_write_one_row_per_feature_level(tmp_path, capsys):
     generate_synref(root, seed=6, scene_size=32, n_images={"train": 6, "val": 3, "testA": 0, "testB": 0},
                     progress=False)
     torch.manual_seed(0)
-    ckpt = SalmaModel(get_preset("tiny")).save_pretrained(tmp_path / "model")
+    ckpt = SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer()).save_pretrained(tmp_path / "model")
     assert main(["diagnose", "--checkpoint", str(ckpt), "--data", str(root), "--limit", "4", "--probes"]) == 0
     assert "Linear probes" in capsys.readouterr().out
     import pandas as pd

@@ -11,8 +11,9 @@ from salma.__main__ import main
 from salma.config import get_preset
 from salma.data.refer import ReferDataset
 from salma.data.synref import generate_synref
-from salma.evaluate import evaluate_model
+from salma.eval.image import evaluate_model
 from salma.model import SalmaModel
+from salma.train.tokenizer import synthetic_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def setup(tmp_path_factory):
     generate_synref(root, seed=5, scene_size=32, n_images={"train": 2, "val": 8, "testA": 2, "testB": 2},
                     progress=False)
     torch.manual_seed(0)
-    model = SalmaModel(get_preset("tiny"))
+    model = SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer())
     ckpt = tmp_path_factory.mktemp("ckpt") / "model"
     model.save_pretrained(ckpt)
     return root, model, ckpt
@@ -78,7 +79,7 @@ def test_cli_errors_name_the_problem(setup, tmp_path):
 
 def test_attention_rows_only_distractor_gives_the_same_rows_fig5_keeps(setup):
     """07 traces only the expressions with a look-alike: the rows must equal the full pass's distractor rows."""
-    from salma.analysis import attention_rows
+    from salma.report.measures import attention_rows
 
     root, model, _ = setup
     ds = ReferDataset(root, "synref", split="val")

@@ -10,15 +10,14 @@ import pytest
 
 from salma.__main__ import main
 from salma.data.synref_video import generate_synref_video
-from salma.data.trivial_video import VIDEO_PREDICTORS, first_frame_gt, largest_object_per_frame
 from salma.data.video_format import VideoReferDataset
-from salma.evaluate_video import (
-    ClipInfo,
-    evaluate_video,
+from salma.eval.floors import (
+    VIDEO_PREDICTORS,
     evaluate_video_with_floors,
-    jf_rows_to_markdown,
-    write_video_result,
+    first_frame_gt,
+    largest_object_per_frame,
 )
+from salma.eval.video import ClipInfo, evaluate_video, jf_rows_to_markdown, write_video_result
 
 T = 8  # frames per clip of the fixture
 

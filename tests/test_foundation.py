@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from salma.experiments import FOUNDATION_CHECK_SAMPLES, ensure_foundation, foundation_check, foundation_dir
-from salma.train import _sha256
+from salma.io import sha256_file as _sha256
+from salma.paths import foundation_dir
+from salma.train.foundation import FOUNDATION_CHECK_SAMPLES, ensure_foundation, foundation_check
+from salma.train.recipes import PRETRAIN_RECIPES
 
 SMALL = foundation_dir("small")
 shipped = pytest.mark.skipif(not (SMALL / "manifest.json").is_file(), reason="no small foundation shipped yet")
@@ -33,9 +35,9 @@ def test_small_foundation_remeasures_its_recorded_ciou():
 
 
 def test_missing_small_foundation_names_the_command(monkeypatch, tmp_path):
-    from salma import experiments
+    from salma import paths
 
-    monkeypatch.setattr(experiments, "FOUNDATION_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "foundation_root", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match="python -m salma pretrain --preset small"):
         ensure_foundation("small")
 
@@ -44,7 +46,8 @@ def test_finetuning_keeps_the_foundations_segmentation_loss_weights():
     """Every fine-tuning run (image and video, every variant) trains the segmentation head with the weights the
     foundation's stage 1 used; switching to Sa2VA's 2.0 BCE + 0.5 Dice measurably undid the foundation (val
     cIoU 32.0 -> 28.9 after 250 steps). The paper preset, with real pretrained weights, keeps Sa2VA's."""
-    from salma.experiments import FOUNDATION_SEG_LOSS, VARIANTS, variant_config, video_config
+    from salma.train.experiments import variant_config, video_config
+    from salma.train.recipes import FOUNDATION_SEG_LOSS, VARIANTS
 
     for preset in ("tiny", "small"):
         for variant in VARIANTS:
@@ -59,7 +62,7 @@ def test_finetuning_keeps_the_foundations_segmentation_loss_weights():
 
 @pytest.fixture
 def stubbed_pretrain(monkeypatch, tmp_path):
-    """``experiments.pretrain`` with its data, training and writing stubbed out. ``trained`` lists each stage's
+    """``pretrain`` with its data, training and writing stubbed out. ``trained`` lists each stage's
     (cfg, spec) as ``train`` is called, i.e. while pretrain runs (the git_dirty test depends on that);
     ``written`` holds write_foundation's arguments by name (bound to its real signature, so a call that no
     longer fits it fails here). A preset's data root is ``data-preset``, one with N training images
@@ -67,11 +70,11 @@ def stubbed_pretrain(monkeypatch, tmp_path):
     import inspect
     from types import SimpleNamespace
 
-    from salma import experiments
-    from salma.train import RunResult
+    from salma.train import foundation as foundation_module
+    from salma.train.identity import RunResult
 
-    stub = SimpleNamespace(trained=[], written={}, experiments=experiments)
-    write_signature = inspect.signature(experiments.write_foundation)
+    stub = SimpleNamespace(trained=[], written={}, foundation_module=foundation_module)
+    write_signature = inspect.signature(foundation_module.write_foundation)
 
     def fake_root(preset, data_root=None, train_images=None):
         return Path(data_root) if data_root else tmp_path / f"data-{train_images or 'preset'}"
@@ -83,10 +86,10 @@ def stubbed_pretrain(monkeypatch, tmp_path):
     def fake_write(*args, **kwargs):
         stub.written.update(write_signature.bind(*args, **kwargs).arguments)
 
-    monkeypatch.setattr(experiments, "synref_root", fake_root)
-    monkeypatch.setattr(experiments, "train", fake_train)
-    monkeypatch.setattr(experiments, "write_foundation", fake_write)
-    stub.run = lambda preset, **kw: experiments.pretrain(preset, runs_root=tmp_path, out=str(tmp_path / "foundation"),
+    monkeypatch.setattr(foundation_module, "synref_root", fake_root)
+    monkeypatch.setattr(foundation_module, "train", fake_train)
+    monkeypatch.setattr(foundation_module, "write_foundation", fake_write)
+    stub.run = lambda preset, **kw: foundation_module.pretrain(preset, runs_root=tmp_path, out=str(tmp_path / "foundation"),
                                                          progress=False, **kw)
     stub.specs = lambda: {spec.stage: (cfg, spec) for cfg, spec in stub.trained}
     return stub
@@ -96,9 +99,9 @@ def test_pretrain_records_the_checkout_as_it_was_when_training_started(stubbed_p
     """The manifest's git_commit/git_dirty describe the code that trained. Read after training, git_dirty was
     always true when the shipped foundation is rebuilt in place (its own tracked files had just been
     rewritten), so pretrain reads them first; here the tree turns "dirty" as soon as anything trains."""
-    experiments = stubbed_pretrain.experiments
-    monkeypatch.setattr(experiments, "git_commit", lambda: "0123abc")
-    monkeypatch.setattr(experiments, "git_dirty", lambda: bool(stubbed_pretrain.trained))
+    foundation_module = stubbed_pretrain.foundation_module
+    monkeypatch.setattr(foundation_module, "git_commit", lambda: "0123abc")
+    monkeypatch.setattr(foundation_module, "git_dirty", lambda: bool(stubbed_pretrain.trained))
     stubbed_pretrain.run("tiny")
     assert [spec.stage for _, spec in stubbed_pretrain.trained] == ["stage0", "stage1"]
     assert stubbed_pretrain.written["provenance"] == {"git_commit": "0123abc", "git_dirty": False}
@@ -107,7 +110,7 @@ def test_pretrain_records_the_checkout_as_it_was_when_training_started(stubbed_p
 def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(stubbed_pretrain):
     """The small recipe's object head (stage 0) and MLLM read-outs (stage 1) reach the runs that train them."""
     stubbed_pretrain.run("small")
-    recipe = stubbed_pretrain.experiments.PRETRAIN_RECIPES["small"]["cpu"]
+    recipe = stubbed_pretrain.foundation_module.PRETRAIN_RECIPES["small"]["cpu"]
     specs = stubbed_pretrain.specs()
     (cfg0, s0), (cfg1, s1) = specs["stage0"], specs["stage1"]
     assert (s0.category_loss_weight, s0.colour_loss_weight) == (recipe["category0"], recipe["colour0"]) != (0, 0)
@@ -121,9 +124,9 @@ def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(stubbed_p
 def test_pretrain_reads_train_images1_for_stage_1_only(stubbed_pretrain, monkeypatch, tmp_path):
     """The recipe key train_images1 gives stage 1 a larger training set than stage 0 (and fine-tuning); a
     data root given on the command line is used by both stages."""
-    experiments = stubbed_pretrain.experiments
-    recipe = {**experiments.PRETRAIN_RECIPES["small"]["cpu"], "train_images1": 20000}
-    monkeypatch.setitem(experiments.PRETRAIN_RECIPES["small"], "cpu", recipe)
+    foundation_module = stubbed_pretrain.foundation_module
+    recipe = {**PRETRAIN_RECIPES["small"]["cpu"], "train_images1": 20000}
+    monkeypatch.setitem(PRETRAIN_RECIPES["small"], "cpu", recipe)
     stubbed_pretrain.run("small")
     specs = {stage: spec for stage, (_, spec) in stubbed_pretrain.specs().items()}
     assert specs["stage0"].data_root == str(tmp_path / "data-preset")
@@ -144,7 +147,7 @@ def test_foundation_manifest_tells_trained_from_reused_stages(tmp_path):
     import torch
 
     from salma.checkpoint import load_state_dict
-    from salma.experiments import pretrain
+    from salma.train.foundation import pretrain
 
     first = json.loads((pretrain("tiny", runs_root=tmp_path, out=str(tmp_path / "a"), progress=False)
                         / "manifest.json").read_text())

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from salma.metrics import (
+from salma.eval.metrics import (
     RefMetrics,
     boundary_tolerance,
     ciou,

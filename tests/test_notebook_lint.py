@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from salma.notebooks import (
+from salma.cli.notebooks import (
     lint_collection,
     lint_notebook,
     list_notebooks,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from papermill import PapermillExecutionError
 
+from salma.cli.notebooks import ANSI, list_notebooks, load_ci_parameters, parameters_for, run_notebook
 from salma.config import PRESET_NAMES
-from salma.notebooks import ANSI, list_notebooks, load_ci_parameters, parameters_for, run_notebook
 
 pytestmark = pytest.mark.notebooks
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from salma import paper
+from salma.report import paper
 
 
 def test_table2_holds_the_final_papers_numbers():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from salma import probe
 from salma.config import get_preset
+from salma.eval import probe
 from salma.mllm import build_synthetic_tokenizer
 from salma.model import SalmaModel
 

@@ -129,7 +129,8 @@ def test_error_unknown_segmentation_names_ann(refcocog):
 
 def test_object_categories_follow_object_masks(tmp_path):
     """``object_categories`` lists each annotation's category in ``object_masks`` order (SynRef: the shape)."""
-    from salma.data.synref import SHAPES, generate_synref
+    from salma.data.synref import generate_synref
+    from salma.data.synref_words import SHAPES
 
     generate_synref(tmp_path, seed=2, scene_size=32, n_images={"train": 0, "val": 3, "testA": 0, "testB": 0},
                     progress=False)

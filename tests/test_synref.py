@@ -12,18 +12,18 @@ import yaml
 from salma.__main__ import main
 from salma.data.manifest import default_manifest_path, verify, write_manifest
 from salma.data.refer import ReferDataset
-from salma.data.synref import (
+from salma.data.synref import generate_synref
+from salma.data.synref_scene import make_scene
+from salma.data.synref_words import (
     DEFAULT_N_IMAGES,
     DEFAULT_SPEC,
     GENERATOR_VERSION,
     KINDS,
     SHADES,
-    generate_synref,
-    make_scene,
     tokenize,
     vocabulary,
 )
-from salma.data.trivial import evaluate_trivial, largest_object, whole_image
+from salma.eval.floors import evaluate_trivial, largest_object, whole_image
 
 SMALL = {"train": 6, "val": 5, "testA": 2, "testB": 2}
 ANN_FILES = ("synref/instances.json", "synref/refs(unc).p")
@@ -141,7 +141,7 @@ def test_tokens_are_in_vocabulary(modest):
 
 
 def test_distractors_are_larger_brighter_look_alikes(modest):
-    from salma.diagnose import word_signature
+    from salma.report.diagnose import word_signature
 
     ds = ReferDataset(modest, "synref", split="val")
     n = n_by_relation = 0
@@ -267,8 +267,8 @@ def test_relation_named_distractors_drop_size_and_shade_words_and_keep_the_defau
     """distractor_relation_prob=1 (synref-1.1's default): a distractor target is named by a relation (no size or
     shade word) when one exists; the expression still fits only the target. Other kinds' scenes are the same
     as synref-1.0's (the knob at 0), and the 1.0 spec names no distractor target by a relation."""
-    from salma.data.synref import SYNREF_1_0_SPEC
-    from salma.diagnose import word_signature
+    from salma.data.synref_words import SYNREF_1_0_SPEC
+    from salma.report.diagnose import word_signature
 
     spec = DEFAULT_SPEC
     assert spec.distractor_relation_prob == 1.0 and SYNREF_1_0_SPEC.distractor_relation_prob == 0.0
@@ -300,7 +300,7 @@ def test_lookalike_expressions_break_the_small_target_shortcut():
     """lookalike_expression_prob=1 (synref-1.1): a distractor scene also names its large look-alike, by an extreme
     or spatial relation with no size word, as a relation-kind expression; so "the small one of a pair sharing a
     description" is not always the answer. The 1.0 spec draws none."""
-    from salma.data.synref import SYNREF_1_0_SPEC
+    from salma.data.synref_words import SYNREF_1_0_SPEC
 
     n_lookalike = 0
     for index in range(60):

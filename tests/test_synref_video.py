@@ -12,7 +12,6 @@ from PIL import Image
 
 from salma.__main__ import main
 from salma.data.manifest import default_manifest_path, verify, write_manifest
-from salma.data.synref import COLOURS, SHAPES, tokenize
 from salma.data.synref_video import (
     DEFAULT_N_VIDEOS,
     GENERATOR_VERSION,
@@ -22,6 +21,7 @@ from salma.data.synref_video import (
     video_name,
     vocabulary,
 )
+from salma.data.synref_words import COLOURS, SHAPES, tokenize
 from salma.data.video_format import VideoReferDataset
 
 SPLITS = ("train", "valid_u")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from salma import toys
+from salma.report import toys
 
 
 def test_shift_mask_moves_without_wrapping():

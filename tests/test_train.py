@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from salma import train as train_module
 from salma.checkpoint import load_state_dict
 from salma.config import LossConfig, get_preset
+from salma.data.refer import ReferDataset
 from salma.data.synref import generate_synref
-from salma.train import RunSpec, build_model, lr_at, train
+from salma.train import identity as identity_module
+from salma.train.batches import TrainScenes
+from salma.train.identity import LATER_SPEC_DEFAULTS, RunSpec, git_commit, git_dirty
+from salma.train.loop import build_model, lr_at, train
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +72,8 @@ def test_run_cache_reuses_finished_run(tiny_data, tmp_path):
 def test_run_cache_tells_regenerated_data_at_the_same_path_apart(tmp_path):
     """Runs are cached by a hash that covers the data's annotation files, not only the data root's path: a
     SynRef regenerated in place with another spec (as synref-1.1 was) must not reuse the old data's runs."""
-    from salma.data.synref import SYNREF_1_0_SPEC
-    from salma.train import run_hash
+    from salma.data.synref_words import SYNREF_1_0_SPEC
+    from salma.train.identity import run_hash
 
     root = tmp_path / "synref"
     sizes = {"train": 12, "val": 4, "testA": 0, "testB": 0}
@@ -100,7 +103,7 @@ def stage0_cfg(steps: int = 4):
 def test_object_head_reads_only_the_object_under_its_mask():
     """The stage-0 object head pools the embedding over the object's mask: what lies outside the mask
     cannot change its answer, what lies inside does; its colour target is the image's mean under the mask."""
-    from salma.train import ObjectHead, mean_colour
+    from salma.train.heads import ObjectHead, mean_colour
 
     torch.manual_seed(0)
     head = ObjectHead(8, [1, 2, 3])
@@ -132,7 +135,7 @@ def test_stage0_object_objectives_train_the_encoder_and_resume(tiny_data, kill_a
 
 
 def test_mask_boxes_are_tight_fractions_of_the_image():
-    from salma.train import mask_boxes
+    from salma.train.heads import mask_boxes
 
     masks = torch.zeros(3, 1, 8, 8)
     masks[0, 0, 2:4, 3:7] = 1  # rows 2-3, columns 3-6
@@ -146,12 +149,13 @@ def test_mask_boxes_are_tight_fractions_of_the_image():
 def test_stage1_box_objective_reaches_the_mllm_and_resumes(tiny_data, kill_and_resume):
     """The box auxiliary reads the [SEG] embedding: its loss alone moves the MLLM's weights, the run logs it,
     and a killed run resumes to the same weights (the head's state travels in the checkpoints)."""
-    from salma.train import BoxHead, draw_referring, mask_boxes
+    from salma.train.batches import draw_referring
+    from salma.train.heads import BoxHead, mask_boxes
 
     cfg = tiny_cfg(steps=4, enabled=False)
     model = build_model(cfg, RunSpec(stage="stage1"))
     model.train()
-    images, exprs, masks, _, _ = draw_referring(train_module.TrainScenes(train_module.ReferDataset(
+    images, exprs, masks, _, _ = draw_referring(TrainScenes(ReferDataset(
         tiny_data, "synref", split="train")), np.random.default_rng(0), 4)
     batch = model.make_batch(images, exprs, masks)
     head = BoxHead(cfg.sam2.prompt_dim)
@@ -171,7 +175,7 @@ def test_stage1_box_objective_reaches_the_mllm_and_resumes(tiny_data, kill_and_r
 def test_image_token_targets_follow_the_pixel_shuffle_raster():
     """Each MLLM image token's targets describe its own cell of the image, cells in row-major order (the
     order InternVL's pixel shuffle leaves the 2x2 patch groups in)."""
-    from salma.train import ImageTokenHead
+    from salma.train.heads import ImageTokenHead
 
     head = ImageTokenHead(8, [1, 2])
     image = np.zeros((8, 8, 3), np.uint8)
@@ -192,10 +196,11 @@ def test_stage1_image_token_objective_trains_the_vision_side_and_resumes(tiny_da
     assert {"tokens", "box"} <= set(full.log[0])
     assert [r["total"] for r in resumed.log] == pytest.approx([r["total"] for r in full.log], abs=1e-5)
     # the objective alone reaches InternViT and the projector, and nothing of SAM-2
-    from salma.train import ImageTokenHead, TrainScenes, draw_referring, image_token_loss
+    from salma.train.batches import TrainScenes, draw_referring
+    from salma.train.heads import ImageTokenHead, image_token_loss
 
     model = build_model(tiny_cfg(enabled=False), RunSpec(stage="stage1"))
-    scenes = TrainScenes(train_module.ReferDataset(tiny_data, "synref", split="train"))
+    scenes = TrainScenes(ReferDataset(tiny_data, "synref", split="train"))
     images, exprs, masks, _, indices = draw_referring(scenes, np.random.default_rng(1), 3)
     head = ImageTokenHead(model.mllm.config.text_config.hidden_size, scenes.dataset.categories())
     image_token_loss(model, head, model.make_batch(images, exprs, masks), scenes, indices, "cpu").backward()
@@ -206,7 +211,7 @@ def test_stage1_image_token_objective_trains_the_vision_side_and_resumes(tiny_da
 
 
 def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
-    from salma.train import run_hash
+    from salma.train.identity import run_hash
 
     cfg = stage0_cfg()
     plain = RunSpec(stage="stage0", data_root=str(tiny_data), name="s0")
@@ -214,10 +219,10 @@ def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
     # At 0 the key is the one runs had before the field existed: the spec without it (and the video fields).
     import hashlib
 
-    from salma.train import VIDEO_FIELDS, data_fingerprint
+    from salma.train.identity import VIDEO_FIELDS, data_fingerprint
 
     fields = {k: v for k, v in dataclasses.asdict(plain).items()
-              if k not in VIDEO_FIELDS and k not in train_module.LATER_SPEC_DEFAULTS}
+              if k not in VIDEO_FIELDS and k not in LATER_SPEC_DEFAULTS}
     blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": None, "data": data_fingerprint(str(tiny_data))},
                       sort_keys=True, default=str)
     assert run_hash(cfg, plain) == hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -305,10 +310,11 @@ def test_mba_lr_scale_groups_and_config_hash_compatibility():
 
     from salma.config import SalmaConfig, get_preset
     from salma.model import SalmaModel
-    from salma.train import param_groups
+    from salma.train.loop import param_groups
+    from salma.train.tokenizer import synthetic_tokenizer
 
     cfg = get_preset("tiny")
-    model = SalmaModel(cfg)
+    model = SalmaModel(cfg, tokenizer=synthetic_tokenizer())
     params = [p for p in model.parameters() if p.requires_grad]
     plain = param_groups(model, params, cfg.train)
     assert [g["lr_scale"] for g in plain] == [1.0, 1.0] and sum(len(g["params"]) for g in plain) == len(params)
@@ -330,12 +336,13 @@ def test_mllm_lr_scale_groups_the_mllm_and_its_projection():
     """mllm_lr_scale gives InternVL and text_hidden_fcs their own groups at a multiple of the rate; SAM-2 keeps
     the base rate; at 1 the key stays out of the config's dict (older hashes unchanged)."""
     from salma.model import SalmaModel
-    from salma.train import param_groups
+    from salma.train.tokenizer import synthetic_tokenizer
+    from salma.train.loop import param_groups
 
     cfg = get_preset("tiny")
     assert "mllm_lr_scale" not in cfg.to_dict()["train"]
     scaled = dataclasses.replace(cfg.train, mllm_lr_scale=3.0)
-    model = SalmaModel(cfg)
+    model = SalmaModel(cfg, tokenizer=synthetic_tokenizer())
     params = [p for p in model.parameters() if p.requires_grad]
     groups = param_groups(model, params, scaled)
     assert sum(len(g["params"]) for g in groups) == len(params)
@@ -349,11 +356,11 @@ def test_mllm_lr_scale_groups_the_mllm_and_its_projection():
 def test_manifest_git_fields_name_the_checkout_or_say_null(monkeypatch):
     """git_commit is the checkout's HEAD and git_dirty a bool in a git checkout; with no git at all (an
     installed package on a machine without git) both are None rather than an exception or a guess."""
-    if shutil.which("git") and train_module.git_commit() is not None:
+    if shutil.which("git") and git_commit() is not None:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(train_module.__file__).parent).stdout.strip()
-        assert train_module.git_commit() == head
-        assert isinstance(train_module.git_dirty(), bool)
+                              cwd=Path(identity_module.__file__).parent).stdout.strip()
+        assert git_commit() == head
+        assert isinstance(git_dirty(), bool)
     monkeypatch.setenv("PATH", "")  # git cannot be found
-    assert train_module.git_commit() is None
-    assert train_module.git_dirty() is None
+    assert git_commit() is None
+    assert git_dirty() is None

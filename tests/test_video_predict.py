@@ -11,6 +11,7 @@ import torch
 from salma import sam2_ext
 from salma.config import get_preset
 from salma.model import SalmaModel
+from salma.train.tokenizer import synthetic_tokenizer
 from salma.video import (
     build_video_predictor,
     clip_prompts,
@@ -26,7 +27,7 @@ EXPRESSIONS = ["the red circle", "a small blue square"]
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = SalmaModel(get_preset("tiny"))
+    m = SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer())
     with torch.no_grad():
         m.mba.gamma.fill_(0.7)  # gamma starts at 0; a non-zero gamma makes MBA change the masks
     return m
@@ -162,7 +163,7 @@ def test_evaluate_cli_on_synref_video_with_a_checkpoint(tmp_path, capsys):
                                  progress=False)
     ckpt = tmp_path / "ckpt"
     torch.manual_seed(0)
-    SalmaModel(get_preset("tiny")).save_pretrained(ckpt)
+    SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer()).save_pretrained(ckpt)
     for mode in ("per_frame", "released"):
         assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--limit", "2",
                      "--video-mode", mode, "--mllm-frames", "3"]) == 0

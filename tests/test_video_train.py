@@ -15,7 +15,10 @@ from salma.data.synref_video import generate_synref_video
 from salma.data.video_format import VideoReferDataset
 from salma.losses import tmc_allowed_pairs, tmc_loss
 from salma.model import SalmaModel
-from salma.train import RunSpec, TrainClips, batch_rng, draw_clips, make_clip_batch, run_hash, train
+from salma.train.batches import TrainClips, batch_rng, draw_clips, make_clip_batch
+from salma.train.identity import RunSpec, run_hash
+from salma.train.loop import train
+from salma.train.tokenizer import synthetic_tokenizer
 from salma.video import clip_prompts
 
 SPEC = RunSpec(stage="video", clip_frames=4, mllm_frames=3)
@@ -35,7 +38,7 @@ def clips(video_data):
 
 def tiny_model(seed: int = 0) -> SalmaModel:
     torch.manual_seed(seed)
-    m = SalmaModel(get_preset("tiny"))
+    m = SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer())
     with torch.no_grad():
         m.mba.gamma.fill_(0.5)  # gamma starts at 0, which would hide MBA's attention path from the gradient
     return m.train()

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from salma.data.refer import load_instances_json, load_refs_pickle
+from salma.data.refer import AREA_BINS, load_instances_json, load_refs_pickle
 from salma.data.video_format import FRAME_EXTENSIONS
-from salma.metrics import AREA_BINS
 
 SPLIT_ORDER = ("train", "val", "testA", "testB")
 VIDEO_SPLIT_ORDER = ("train", "valid_u", "valid")

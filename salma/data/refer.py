@@ -33,6 +33,9 @@ import pycocotools.mask as mask_utils
 from PIL import Image
 
 # dataset -> {splitBy: accepted split names}; the first splitBy is the default.
+# Cumulative area bins of paper Table 4: (row name, upper bound on GT area / image area, exclusive).
+AREA_BINS: tuple[tuple[str, float], ...] = (("<1%", 0.01), ("<2%", 0.02), ("<5%", 0.05))
+
 DATASETS: dict[str, dict[str, tuple[str, ...]]] = {
     "refcoco": {"unc": ("train", "val", "testA", "testB")},
     "refcoco+": {"unc": ("train", "val", "testA", "testB")},

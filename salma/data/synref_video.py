@@ -59,29 +59,28 @@ import pycocotools.mask as mask_utils
 from PIL import Image
 from tqdm.auto import tqdm
 
-from salma.data.synref import (
+from salma.data.synref import _atomic_write_bytes, _spec_dict, check_split_counts, ordered_results
+from salma.data.synref_scene import (
     _UNIT,
     _UNIT_AREA,
+    _background,
+    _dilate1,
+    _paint,
+    _pick_free_pair,
+    polygon_to_mask,
+    shade_rgb,
+)
+from salma.data.synref_words import (
     SHADES,
     SIZE_CLASSES,
     SYNREF_1_0_SPEC,
     SynRefSpec,
-    _atomic_write_bytes,
-    _background,
     _choice,
     _descs,
-    _dilate1,
     _matching,
-    _paint,
     _phrase,
-    _pick_free_pair,
-    _spec_dict,
-    check_split_counts,
-    ordered_results,
-    polygon_to_mask,
-    shade_rgb,
 )
-from salma.data.synref import vocabulary as _image_vocabulary
+from salma.data.synref_words import vocabulary as _image_vocabulary
 
 GENERATOR_VERSION = "synref-video-1.0"
 # MeViS's labelled validation split is "valid_u", the default split of VideoReferDataset.

@@ -42,29 +42,26 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from salma.efficiency import (
-    BENCH_EXPRESSIONS,
-    PAPER_FPS,
-    StageTimer,
-    _fmt_spread,
-    _time,
-    autocast_for,
-    bench_image,
-    build_bench_model,
-    machine_info,
-    spread,
-)
-from salma.sam2_ext import structural_prior
+from salma.bench.forward import BENCH_EXPRESSIONS, bench_image, build_bench_model
+from salma.bench.tables import PAPER_FPS
+from salma.bench.timing import PeakRSS, StageTimer, _fmt_spread, _time, autocast_for, machine_info, spread
+from salma.device import resolve_device
+from salma.sam2_ext import preprocess_images, structural_prior
 from salma.video import VIDEO_MODES, clip_prompts, predict_per_frame, predict_released
 
 if TYPE_CHECKING:
-    from typing_extensions import Self  # typing.Self needs Python 3.11; the kit supports 3.10
+    pass  # typing.Self needs Python 3.11; the kit supports 3.10
+
 
 COMPILE_MODES = ("none", "default", "max-autotune")
+
+
 VARIANTS = ("baseline", "salma", "salma_compiled")
+
 
 __all__ = [
     "COMPILE_MODES",
@@ -201,7 +198,6 @@ class VideoBench:
 def prepare_video_bench(preset: str = "paper", device: str = "auto", n_frames: int = 8, seed: int = 0,
                         mllm_frames: int = 5):
     """Build the model (random weights, MBA on) and the clip. Returns ``(model, VideoBench)``."""
-    from salma.env_report import resolve_device
 
     dev = resolve_device(device)
     t0 = time.perf_counter()
@@ -238,7 +234,6 @@ def compare_compiled(model, vb: VideoBench, compiled: CompiledExtras, modes=VIDE
             m_c, lo_c = _run_mode(model, vb, mode, return_logits=True)
         out[mode] = {"max_abs_diff_logits": (lo_e - lo_c).abs().max().item(), "max_abs_logit": lo_e.abs().max().item(),
                      "mask_agreement": float(np.mean([np.mean(a == b) for a, b in zip(m_e, m_c)]))}
-    from salma.sam2_ext import preprocess_images
 
     mm = model.cfg.sam2.multimask_prior
     p = vb.prompts[0]
@@ -262,7 +257,6 @@ def measure_video(model, vb: VideoBench, reps: int = 4, compile_mode: str = "non
     whole clip, the first runner rotating; the MLLM once per round. Returns raw records: clip [{rep, mode,
     variant, total, prior, mba}], mllm [seconds], first_call {mode: {variant: seconds}}, compile_check, the
     machine before and after."""
-    from tqdm.auto import tqdm
 
     check_compile_mode(compile_mode)
     if reps < 1:
@@ -350,7 +344,6 @@ def video_table(summary: dict[str, Any]):
     """One row per (mode, variant) plus the MLLM row: ms per frame (median, IQR, min-max), FPS without and
     with the MLLM amortised, SALMA / Sa2VA (ratio of medians, paired median), extras ms per frame and their
     share of the frame, the first call (compilation for the compiled variant). Returns a DataFrame."""
-    import pandas as pd
 
     rows = []
     for mode, res in summary["modes"].items():
@@ -419,72 +412,6 @@ def run_video_benchmark(preset: str = "paper", device: str = "auto", n_frames: i
     return {"summary": summary, "table": video_table(summary), "raw": raw, "model": model, "bench": vb}
 
 
-def run_video(args) -> int:
-    """``python -m salma bench --video``: prints the table and writes figures/table5_video.csv/.md/.json."""
-    from salma.viz import figures_dir, save_json, save_table
-
-    try:
-        out = run_video_benchmark(args.preset, args.device, args.frames, args.reps, args.compile, args.seed,
-                                  args.mllm_frames)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    import pandas as pd
-
-    with pd.option_context("display.max_columns", None, "display.width", 220, "display.max_colwidth", 70):
-        print(f"Video benchmark at preset {args.preset!r}: {args.frames} frames of {out['bench'].image_size}px, "
-              f"{args.reps} interleaved repetitions, --compile {args.compile}")
-        print(out["table"].drop(columns=["key"]).to_string(index=False))
-    save_table(out["table"], "table5_video")
-    raw = {k: v for k, v in out["raw"].items() if k not in ("machine_before", "machine_after")}
-    save_json({"summary": out["summary"], "raw": raw}, "table5_video")
-    print("\n".join(video_conclusions(out["summary"])))
-    print(f"wrote table5_video.csv/.md/.json to {figures_dir()}")
-    return 0
-
-
-# ------------------------------------------------------------------------------------------ long clips
-class PeakRSS:
-    """Peak resident memory (MiB) of this process while the ``with`` block runs: a thread samples the RSS
-    every ``interval`` s (``ru_maxrss`` is a lifetime maximum, useless after a larger earlier step). On CUDA
-    the peak allocated GPU memory is read as well. Attributes after exit: before_mb, peak_mb, cuda_peak_mb."""
-
-    def __init__(self, device: torch.device | None = None, interval: float = 0.005):
-        import psutil
-
-        self._proc, self._interval, self._device = psutil.Process(), interval, device
-        self.before_mb = self.peak_mb = float("nan")
-        self.cuda_peak_mb: float | None = None
-
-    def _rss(self) -> float:
-        return self._proc.memory_info().rss / 2**20
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._rss())
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> Self:
-        import threading
-
-        if self._device is not None and self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
-            torch.cuda.reset_peak_memory_stats(self._device)
-        self.before_mb = self.peak_mb = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._device is not None and self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
-            self.cuda_peak_mb = torch.cuda.max_memory_allocated(self._device) / 2**20
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._rss())
-
-
 def long_clip_memory(preset: str = "small", n_frames: int = 500, device: str = "auto", seed: int = 0,
                      offload: Sequence[bool] = (False, True), progress: bool = True) -> list[dict[str, Any]]:
     """SALMA (random weights, MBA on) in ``released`` mode on one ``n_frames`` clip, once per ``offload``
@@ -513,24 +440,3 @@ def long_clip_memory(preset: str = "small", n_frames: int = 500, device: str = "
                      "frames_float_mb": n_frames * 3 * vb.image_size**2 * 4 / 2**20, "masks_shape": list(np.stack(masks).shape)})
         del masks
     return rows
-
-
-def run_long(args) -> int:
-    """``python -m salma bench --video --long N``: the long-clip memory table (figures/video_long_clip.*)."""
-    from salma.viz import figures_dir, save_json, save_table
-
-    try:
-        rows = long_clip_memory(args.preset, args.long, args.device, args.seed)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    import pandas as pd
-
-    table = pd.DataFrame(rows).drop(columns=["masks_shape"])
-    with pd.option_context("display.max_columns", None, "display.width", 220):
-        print(f"Long clip at preset {args.preset!r}: {args.long} frames, released mode, SALMA (random weights)")
-        print(table.round(2).to_string(index=False))
-    save_table(table.round(3), "video_long_clip")
-    save_json(rows, "video_long_clip")
-    print(f"wrote video_long_clip.csv/.md/.json to {figures_dir()}")
-    return 0

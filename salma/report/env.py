@@ -13,9 +13,14 @@ import time
 from importlib import metadata
 from typing import Any
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import torch
+from sam2.build_sam import build_sam2
+from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, Qwen2Config
 
 from salma.config import MLLMConfig, SAM2Config, get_preset
+from salma.device import resolve_device
 
 # vocab_size 0 in the tiny/small presets means "the synthetic tokenizer's size"; the smoke build only
 # needs a vocabulary that holds the image token, so any small size works.
@@ -35,20 +40,6 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return out
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; otherwise the named device (checked to exist)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    accepted = "auto, cpu, cuda, cuda:N (cuda only on a machine with a GPU)"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"DEVICE={device!r} is not a device; accepted values: {accepted}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"DEVICE={device!r} but CUDA is not available here; accepted values: {accepted}")
-    return dev
-
-
 def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -56,7 +47,6 @@ def _count(model: torch.nn.Module) -> int:
 def build_sam2_smoke(cfg: SAM2Config, device: torch.device) -> dict[str, Any]:
     """Build SAM-2 from ``cfg`` (random weights) and time one ``forward_image`` on a random
     (1, 3, image_size, image_size) image. Returns params, build/forward seconds and the feature shapes."""
-    from sam2.build_sam import build_sam2
 
     t0 = time.perf_counter()
     model = build_sam2(cfg.config_file, cfg.checkpoint, device=str(device), mode="eval",
@@ -77,7 +67,6 @@ def internvl_config(cfg: MLLMConfig, vocab_size: int | None = None):
     The image token is the last id of the vocabulary; ``vocab_size=None`` uses ``cfg.vocab_size`` or,
     when that is 0 (tiny/small presets), ``SMOKE_VOCAB_SIZE``.
     """
-    from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
 
     vocab = vocab_size or cfg.vocab_size or SMOKE_VOCAB_SIZE
     vision = InternVLVisionConfig(
@@ -98,7 +87,6 @@ def build_internvl_smoke(cfg: MLLMConfig, device: torch.device) -> dict[str, Any
     """Build ``InternVLForConditionalGeneration`` from ``cfg`` (random weights) and time one forward on
     one image (1, 3, S, S) and a prompt of ``image_tokens`` image tokens plus 4 text tokens.
     Returns params, build/forward seconds and the logits shape (1, L, vocab)."""
-    from transformers import InternVLForConditionalGeneration
 
     config = internvl_config(cfg)
     t0 = time.perf_counter()
@@ -153,7 +141,6 @@ def environment_report(preset: str, device: str = "auto") -> dict[str, Any]:
 def plot_smoke(report: dict[str, Any]):
     """A two-panel bar chart of the smoke builds: parameters (millions) and one forward (ms) for SAM-2
     and InternVL. Returns the matplotlib Figure (not closed, so it shows inline)."""
-    import matplotlib.pyplot as plt
 
     names = [n for n in ("sam2", "internvl") if report.get(f"{n}_builds")]
     labels = {"sam2": "SAM-2", "internvl": "InternVL"}
@@ -170,7 +157,6 @@ def plot_smoke(report: dict[str, Any]):
 
 def report_table(report: dict[str, Any]):
     """The report flattened to a two-column pandas DataFrame (item, value) for display."""
-    import pandas as pd
 
     rows: list[tuple[str, Any]] = []
     for key, value in report.items():

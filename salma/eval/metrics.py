@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Cumulative area bins of paper Table 4: (row name, upper bound on GT area / image area, exclusive).
-AREA_BINS: tuple[tuple[str, float], ...] = (("<1%", 0.01), ("<2%", 0.02), ("<5%", 0.05))
+from salma.data.refer import AREA_BINS
 
 
 def _as_bool_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

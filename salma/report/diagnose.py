@@ -16,12 +16,26 @@ An expression's signature is the sorted set of groups it uses, e.g. "shape", "co
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
 
-from salma.data.synref import COLOURS, EXTREMES, SHAPES, SIZE_WORDS
+from salma.data.refer import ReferDataset
+from salma.data.synref_words import COLOURS, EXTREMES, SHAPES, SIZE_WORDS
+from salma.eval.image import evaluate_model
+from salma.model import SalmaModel
+from salma.paths import foundation_dir
+from salma.report.measures import mask_iou
+from salma.sam2_ext import preprocess_images
+from salma.train.batches import _mask_tensor
+from salma.train.datasets import synref_root, val_only_root
+from salma.train.heads import ObjectHead
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +69,6 @@ def pick_of(mask: np.ndarray, objects: Sequence[tuple[int, np.ndarray]], target_
 
     objects: [(ann_id, (H, W) bool)] of every object in the image. Ties go to the target (then to a
     distractor): a mask that covers two objects equally is not counted as a drift."""
-    from salma.analysis import mask_iou
 
     ious = {ann_id: mask_iou(mask, m) for ann_id, m in objects}
     if target_id not in ious:
@@ -73,7 +86,6 @@ def pick_of(mask: np.ndarray, objects: Sequence[tuple[int, np.ndarray]], target_
 def pick_rows(model, dataset, limit: int | None = None, progress: bool = True, min_iou: float = MIN_IOU) -> list[dict]:
     """One row per expression (the first ``limit`` of ``dataset``, image by image as ``evaluate_model``):
     kind, word signature, pick, IoU with the target, best IoU with any object, and the expression."""
-    from salma.evaluate import evaluate_model
 
     result = evaluate_model(model, dataset, limit, progress, keep_masks=True)
     samples = {(s.ref_id, s.sent_id): s for s in dataset.samples}
@@ -93,7 +105,6 @@ def pick_rows(model, dataset, limit: int | None = None, progress: bool = True, m
 def pick_table(rows: Sequence[dict], by: str = "kind") -> pd.DataFrame:
     """Share of each pick (%) per group of ``by`` ("kind" or "signature"), with N, largest groups first;
     a last row "all"."""
-    import pandas as pd
 
     df = pd.DataFrame(rows)
     if df.empty:
@@ -123,10 +134,7 @@ def object_features(model, dataset, limit: int | None = None) -> tuple[dict[str,
     """Every object of the first ``limit`` images of ``dataset``: each SAM-2 feature level averaged over the
     object's mask ({level: (N, C)}) and the object's annotated attributes ({key: [N values]}, the keys of
     ``PROBE_KEYS`` that the annotations hold)."""
-    import torch
 
-    from salma.sam2_ext import preprocess_images
-    from salma.train import ObjectHead, _mask_tensor
 
     s = model.cfg.sam2.image_size
     features: dict[str, list] = {level: [] for level in PROBE_LEVELS}
@@ -150,8 +158,6 @@ def linear_probe(x_train: np.ndarray, y_train: list, x_val: np.ndarray, y_val: l
                  seed: int = 0) -> float:
     """Accuracy on (x_val, y_val) of a softmax regression fitted on standardised (x_train, y_train) with Adam.
     Val labels never seen in training count as wrong."""
-    import torch
-    import torch.nn.functional as F
 
     classes = {c: k for k, c in enumerate(sorted(set(y_train), key=str))}
     xt, xv = torch.as_tensor(x_train, dtype=torch.float32), torch.as_tensor(x_val, dtype=torch.float32)
@@ -199,12 +205,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """``python -m salma diagnose``: print the pick tables by kind and by word signature, write them."""
-    import sys
-    from pathlib import Path
 
-    from salma.data.refer import ReferDataset
-    from salma.experiments import foundation_dir, synref_root, val_only_root
-    from salma.model import SalmaModel
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else foundation_dir(args.preset)
     try:
@@ -220,7 +221,6 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import pandas as pd
 
     out = Path(args.out) if args.out else checkpoint / "diagnosis"
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from salma.data.refer import ReferDataset
-from salma.metrics import RefMetrics, rows_to_markdown
+from salma.eval.floors import evaluate_trivial
+from salma.eval.metrics import RefMetrics, intersection_union, rows_to_markdown
 
 
 @dataclass
@@ -53,7 +54,6 @@ def image_groups(dataset: ReferDataset, limit: int | None = None) -> list[tuple[
 def evaluate_model(model, dataset: ReferDataset, limit: int | None = None, progress: bool = True,
                    keep_masks: bool = False) -> EvalResult:
     """Run ``model.predict_image`` over the dataset (image by image) and accumulate the paper's metrics."""
-    from salma.metrics import intersection_union
 
     metrics, per_sample = RefMetrics(), []
     groups = image_groups(dataset, limit)
@@ -80,7 +80,6 @@ def evaluate_model(model, dataset: ReferDataset, limit: int | None = None, progr
 def evaluate_with_floors(model, dataset: ReferDataset, limit: int | None = None,
                          progress: bool = True) -> EvalResult:
     """``evaluate_model`` plus the trivial predictors on the same samples."""
-    from salma.data.trivial import evaluate_trivial
 
     result = evaluate_model(model, dataset, limit=limit, progress=progress)
     result.trivial = evaluate_trivial(dataset, limit=limit)

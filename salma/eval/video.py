@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from salma.data.video_format import VideoReferDataset, VideoSample
-from salma.metrics import j_and_f, mean_j_and_f
+from salma.eval.metrics import j_and_f, mean_j_and_f
 
 PROTOCOL = ("J = region IoU, F = DAVIS boundary F-measure (bound_th 0.008), each averaged over all frames of "
             "the clip (1 on a frame where prediction and ground truth are both empty); J&F = (J + F) / 2; "
@@ -168,15 +168,6 @@ def evaluate_video(predict_clip: PredictClip, dataset: VideoReferDataset, limit:
                            predict_seconds=predict_s)
 
 
-def evaluate_video_with_floors(predict_clip: PredictClip | None, dataset: VideoReferDataset,
-                               limit: int | None = None, progress: bool = True) -> VideoEvalResult:
-    """``evaluate_video`` of the model (skipped when ``predict_clip`` is None) plus the trivial floors
-    (``salma.data.trivial_video.VIDEO_PREDICTORS``) on the same expressions."""
-    from salma.data.trivial_video import VIDEO_PREDICTORS
-
-    result = VideoEvalResult() if predict_clip is None else evaluate_video(predict_clip, dataset, limit, progress)
-    result.trivial = {name: evaluate_video(fn, dataset, limit, progress).rows for name, fn in VIDEO_PREDICTORS.items()}
-    return result
 
 
 def write_video_result(result: VideoEvalResult, out_dir: str | Path, title: str) -> tuple[Path, Path]:

@@ -18,12 +18,20 @@ import argparse
 import ast
 import json
 import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import nbformat
+import papermill as pm
+import yaml
+from tqdm.auto import tqdm
+
+from salma.paths import FIGURES_ENV, repo_root
 
 KERNEL_NAME = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
@@ -40,7 +48,6 @@ log = logging.getLogger("salma.notebooks")
 # ----------------------------------------------------------------------------------------- locating
 def repo_dir() -> Path:
     """The repository root: found from the working directory, else the folder above the package."""
-    from salma.viz import repo_root
 
     root = repo_root()
     return root if root is not None else Path(__file__).resolve().parents[1]
@@ -88,7 +95,6 @@ def _source(cell: Any) -> str:
 
 
 def _read(path: str | Path):
-    import nbformat
 
     return nbformat.read(str(path), as_version=4)
 
@@ -132,7 +138,6 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
 
 def load_ci_parameters(directory: str | Path) -> dict[str, Any]:
     """The mapping in ``<directory>/ci_parameters.yml`` ({} when the file is empty)."""
-    import yaml
 
     path = Path(directory) / CI_PARAMETERS_FILE
     data = yaml.safe_load(path.read_text()) if path.exists() else None
@@ -156,7 +161,6 @@ def run_notebook(path: str | Path, out_dir: str | Path, parameters: dict[str, An
     """Execute one notebook with papermill (kernel ``python3``, ``timeout`` seconds per cell) and write
     the executed copy to ``out_dir/<name>``. ``cwd`` defaults to the notebook's folder.
     Raises papermill's ``PapermillExecutionError`` (holding the failing cell's error) on failure."""
-    import papermill as pm
 
     path = Path(path).resolve()
     out_dir = Path(out_dir)
@@ -175,7 +179,6 @@ def run_all(notebooks_dir: str | Path, out_dir: str | Path, *, ci: bool = False,
     earlier ones wrote). Each notebook receives the keys of (ci_parameters.yml if ``ci``) updated by
     ``parameters`` that its parameters cell defines. Returns one record per notebook run (name,
     parameters, seconds, output, ok, error); also written to ``out_dir/timings.json``."""
-    from tqdm.auto import tqdm
 
     notebooks_dir = Path(notebooks_dir)
     chosen = select(list_notebooks(notebooks_dir), only)
@@ -317,7 +320,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = repo_dir()
@@ -341,9 +343,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _figures_hint() -> str:
-    import os
 
-    from salma.viz import FIGURES_ENV
 
     return os.environ.get(FIGURES_ENV) or str(repo_dir() / "figures")
 

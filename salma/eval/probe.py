@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from salma.mba import BIAS_CLAMP, MBAOutput
 from salma.model import SalmaModel
-from salma.sam2_ext import SAM2Features, structural_prior
+from salma.sam2_ext import SAM2Features, preprocess_images, structural_prior
 
 
 @dataclass
@@ -161,7 +161,6 @@ def prior_and_gate(model: SalmaModel, images: list[np.ndarray], tau_gate: float 
     """The pre-pass on images (H, W, 3) of one size, with no language: prior logits (I, H, W) upsampled
     bilinearly to the image size, and the gate G = sigmoid(prior / tau_gate) (I, h, w) at the feature
     resolution MBA uses. Works for any model (the pre-pass needs only SAM-2)."""
-    from salma.sam2_ext import preprocess_images
 
     model.eval()
     tau = tau_gate if tau_gate is not None else model.cfg.mba.tau_gate

@@ -21,6 +21,15 @@ import argparse
 import json
 from pathlib import Path
 
+from salma.data.refer import ReferDataset
+from salma.data.video_format import VideoReferDataset
+from salma.eval.floors import evaluate_video_with_floors
+from salma.eval.image import evaluate_with_floors, write_result
+from salma.eval.video import write_video_result
+from salma.model import SalmaModel
+from salma.train.experiments import finetune, finetune_video
+from salma.train.foundation import pretrain
+
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
@@ -75,9 +84,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.checkpoint is None:
         raise ValueError(f"--checkpoint is required to evaluate on the image dataset at {args.data}; for a video "
                          "dataset give the folder holding <split>/meta_expressions.json (or add --video)")
-    from salma.data.refer import ReferDataset
-    from salma.evaluate import evaluate_with_floors, write_result
-    from salma.model import SalmaModel
 
     dataset, split = args.dataset or "synref", args.split or "val"
     model = SalmaModel.from_pretrained(args.checkpoint)
@@ -92,8 +98,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate_video(args: argparse.Namespace, root: Path, split: str) -> int:
-    from salma.data.video_format import VideoReferDataset
-    from salma.evaluate_video import evaluate_video_with_floors, write_video_result
 
     ds = VideoReferDataset(root, split)
     predict_clip = None
@@ -136,7 +140,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from salma.experiments import finetune, finetune_video
 
     video = args.video or (args.data is not None and (Path(args.data) / "train" / "meta_expressions.json").is_file())
     if video:
@@ -167,7 +170,6 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from salma.experiments import pretrain
 
     out = pretrain(args.preset, data_root=args.data, runs_root=args.runs, out=args.out,
                    stage0_steps=args.stage0_steps, stage1_steps=args.stage1_steps, recipe=args.recipe)

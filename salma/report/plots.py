@@ -1,128 +1,17 @@
-"""Figures, tables and result files written by the notebooks (DESIGN.md "Conventions").
-
-Everything lands in the repository's top-level ``figures/`` wherever the notebook runs from:
-``$SALMA_FIGURES_DIR`` if set (the tests point it at a temporary folder), else ``<repo root>/figures``
-found by walking up from the working directory to the folder that holds ``pyproject.toml`` and
-``salma/``, else ``./figures``. Nothing here picks a matplotlib backend: figures show inline in
-JupyterLab, and the tests set ``MPLBACKEND=agg`` from outside.
+"""The notebooks' figures: mask overlays, heat maps and the plots of every notebook. Figures are returned
+(they show inline in JupyterLab); saving is ``salma.report.store.save_figure``. No backend is forced here.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgb
 
-FIGURES_ENV = "SALMA_FIGURES_DIR"
-DPI = 120
-
-
-def repo_root(start: str | os.PathLike | None = None) -> Path | None:
-    """The nearest folder at or above ``start`` (default: cwd) holding ``pyproject.toml`` and ``salma/``."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "salma").is_dir():
-            return folder
-    return None
-
-
-def figures_dir() -> Path:
-    """Where figures, tables and result JSON go (created if missing); see the module docstring."""
-    env = os.environ.get(FIGURES_ENV)
-    if env:
-        out = Path(env)
-    else:
-        root = repo_root()
-        out = root / "figures" if root is not None else Path("figures")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _check_name(name: str) -> str:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"name={name!r} must be a plain file stem such as '00_environment'")
-    return name
-
-
-def save_figure(fig, name: str, formats: Sequence[str] = ("png",)) -> Path:
-    """Write ``fig`` to ``figures/<name>.<fmt>`` for each format (dpi 120, tight bbox) and return the
-    path of the first. The figure is neither closed nor re-rendered elsewhere, so it still shows inline."""
-    _check_name(name)
-    if not formats:
-        raise ValueError("formats must name at least one file format, e.g. ('png',)")
-    paths = [figures_dir() / f"{name}.{fmt}" for fmt in formats]
-    for path in paths:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return paths[0]
-
-
-def _jsonable(obj: Any) -> Any:
-    # numpy / torch scalars and arrays, paths and tuples appear in results; JSON has no NaN, so use null.
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return str(obj)
-
-
-def save_json(obj: Any, name: str) -> Path:
-    """Write ``obj`` (dicts/lists of numbers, strings, numpy or torch values) to ``figures/<name>.json``;
-    the notebook tests read these files. Non-finite floats become null."""
-    path = figures_dir() / f"{_check_name(name)}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def load_json(name: str) -> Any:
-    """Read back ``figures/<name>.json`` written by :func:`save_json`."""
-    return json.loads((figures_dir() / f"{_check_name(name)}.json").read_text())
-
-
-def _markdown(df) -> str:
-    # pandas' to_markdown needs the optional 'tabulate' package; a pipe table is all we need.
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    header = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def save_table(df_or_rows, name: str) -> tuple[Path, Path]:
-    """Write a table to ``figures/<name>.csv`` and ``figures/<name>.md``.
-
-    ``df_or_rows`` is a pandas DataFrame or anything ``pandas.DataFrame`` accepts (a list of dicts,
-    a dict of columns). The index is written only when it is named (e.g. after ``set_index``).
-    """
-    import pandas as pd
-
-    _check_name(name)
-    df = df_or_rows if isinstance(df_or_rows, pd.DataFrame) else pd.DataFrame(df_or_rows)
-    if any(n is not None for n in df.index.names):
-        df = df.reset_index()
-    out = figures_dir()
-    csv_path, md_path = out / f"{name}.csv", out / f"{name}.md"
-    df.to_csv(csv_path, index=False)
-    md_path.write_text(_markdown(df))
-    return csv_path, md_path
+TARGET_COLOR, DISTRACTOR_COLOR, PRED_COLOR = "tab:green", "tab:red", "tab:blue"
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -152,7 +41,6 @@ def show_mask_overlay(ax, image, mask, color: str | Iterable[float] = "tab:red",
     probabilities/logits thresholded at 0.5 (probabilities) or 0 (when any value lies outside [0, 1]).
     Returns ``ax``.
     """
-    from matplotlib.colors import to_rgb
 
     img = _to_hwc(image)
     m = _to_numpy(mask)
@@ -175,14 +63,7 @@ def show_mask_overlay(ax, image, mask, color: str | Iterable[float] = "tab:red",
     return ax
 
 
-# ------------------------------------------------------------------------------------------------------
-# Plots of the walk-through notebooks (01-08). Each returns the matplotlib Figure; none picks a backend.
-# ------------------------------------------------------------------------------------------------------
-TARGET_COLOR, DISTRACTOR_COLOR, PRED_COLOR = "tab:green", "tab:red", "tab:blue"
-
-
 def _subplots(rows: int, cols: int, size: float = 2.2, **kw):
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, **kw)
     return fig, axes
@@ -239,7 +120,6 @@ def plot_grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: s
                       errors: dict[str, dict[str, float]] | None = None, ax=None, ylim=None):
     """Bars of {group label: {series label: value}} side by side (e.g. models x metrics), optional error
     bars with the same keys. Returns the Figure."""
-    import matplotlib.pyplot as plt
 
     fig = ax.figure if ax is not None else plt.figure(figsize=(7, 3.2))
     ax = ax if ax is not None else fig.add_subplot(111)
@@ -262,7 +142,6 @@ def plot_grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: s
 
 def plot_router(steps: dict) -> Any:
     """Router scores s_i = MLP(t_i) of an expression's tokens; the top-K picks highlighted (``probe.mba_steps``)."""
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(steps["tokens"])), 2.6))
     picked = {int(i) for i in steps["selected"] if i >= 0}
@@ -345,7 +224,6 @@ def plot_edges(gt, cases: dict[str, tuple]) -> Any:
 def plot_lines(rows: Sequence[dict], x: str, ys: Sequence[str], ax=None, title: str = "", ylabel: str = "",
                logx: bool = False, styles: dict[str, str] | None = None) -> Any:
     """Line plot of columns ``ys`` against ``x`` from a list of dict rows (missing values skipped)."""
-    import matplotlib.pyplot as plt
 
     fig = ax.figure if ax is not None else plt.figure(figsize=(4.5, 3))
     ax = ax if ax is not None else fig.add_subplot(111)
@@ -365,7 +243,6 @@ def plot_lines(rows: Sequence[dict], x: str, ys: Sequence[str], ax=None, title: 
 def plot_training_log(log: Sequence[dict], losses: Sequence[str], schedules: Sequence[str]) -> Any:
     """Left: every loss component per step (log scale when all positive); right: the schedules (learning
     rate, gamma warm-up factor, auxiliary-loss warm-up factor) and the learnable gamma."""
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     plot_lines(log, "step", [k for k in losses if any(k in r for r in log)], ax=axes[0], title="loss components",
@@ -377,35 +254,6 @@ def plot_training_log(log: Sequence[dict], losses: Sequence[str], schedules: Seq
     scaled = [{**r, "lr / max lr": r["lr"] / lr_max} if "lr" in r else r for r in log]
     keys = ["lr / max lr" if k == "lr" else k for k in present]
     plot_lines(scaled, "step", keys, ax=axes[1], title="schedules and gamma", styles={k: "-" for k in keys})
-    fig.tight_layout()
-    return fig
-
-
-def plot_foundation_curve(log0: Sequence[dict], log1: Sequence[dict]) -> Any:
-    """The foundation's two stages side by side: stage 0's loss per step (SAM-2 alone), stage 1's
-    segmentation loss per step (a 50-step running mean beside the raw values) and its val cIoU."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, log, title in ((axes[0], log0, "stage 0: SAM-2 (points -> object, dummy -> union)"),
-                           (axes[1], log1, "stage 1: Sa2VA baseline")):
-        key = "seg" if any("seg" in r for r in log) else "total"  # stage 0 logs no segmentation loss
-        steps = np.array([r["step"] for r in log if key in r])
-        values = np.array([r[key] for r in log if key in r], dtype=float)
-        ax.plot(steps, values, color="0.75", lw=0.6, label=f"{key} loss")
-        if len(values) >= 50:
-            ax.plot(steps[49:], np.convolve(values, np.ones(50) / 50, mode="valid"), color="tab:blue",
-                    label=f"{key} loss, 50-step mean")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title(title, fontsize=9)
-        evals = [(r["step"], r["val_ciou"]) for r in log if r.get("val_ciou") is not None]
-        if evals:
-            twin = ax.twinx()
-            twin.plot(*zip(*evals), "-o", color="tab:red", markersize=3, label="val cIoU")
-            twin.set_ylabel("val cIoU", color="tab:red")
-            twin.legend(fontsize=7, loc="upper right")
-        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -437,7 +285,6 @@ def plot_seed_points(per_seed: dict[str, dict[int, float]], ylabel: str, paper: 
     """Mean ± std over seeds (bars) with every seed as a dot, per label; ``floors`` ({name: value}, same
     scale) as dashed horizontal lines; the paper's numbers, on their own benchmark, in a second panel so that
     the two scales are never mixed on one axis."""
-    import matplotlib.pyplot as plt
 
     n = 2 if paper else 1
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.4), squeeze=False)
@@ -491,7 +338,6 @@ def plot_cases(images: Sequence, targets: Sequence, distractors: Sequence, preds
 def plot_area_bins(table, baseline: str = "baseline", model: str = "salma") -> Any:
     """Paper Table 4 as bars: ours (mean ± std over seeds) by area bin for the two models, and the paper's
     RefCOCOg val numbers in a second panel (a different benchmark, never on the same axis)."""
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     bins = [f"{b}\n(N={n})" for b, n in zip(table["area bin"], table["N (ours)"])]

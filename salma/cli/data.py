@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from salma.data.synref import DEFAULT_N_IMAGES, SPLITS
+from salma.data import manifest as mf
 from salma.data.synref_video import DEFAULT_N_VIDEOS
 from salma.data.synref_video import SPLITS as VIDEO_SPLITS
+from salma.data.synref_words import DEFAULT_N_IMAGES, SPLITS
 
 # The synthetic datasets: name -> (default count per split, what a split counts).
 GENERATED = {"synref": (DEFAULT_N_IMAGES, "images"), "synref_video": (DEFAULT_N_VIDEOS, "clips")}
@@ -81,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from salma.data import manifest as mf
 
     if args.data_command == "generate":
         from salma.data.synref import generate_synref
@@ -129,8 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "trivial":
         from salma.data.refer import ReferDataset
-        from salma.data.trivial import evaluate_trivial
-        from salma.metrics import rows_to_markdown
+        from salma.eval.floors import evaluate_trivial
+        from salma.eval.metrics import rows_to_markdown
 
         ds = ReferDataset(args.root, args.dataset, args.split_by, args.split, args.image_root)
         results = evaluate_trivial(ds, limit=args.limit, progress=not args.no_progress)

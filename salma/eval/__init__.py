@@ -1,0 +1,1 @@
+"""Evaluation: the paper's metrics, image (cIoU/gIoU) and video (J&F) evaluation, floors, and the instrumented forward."""

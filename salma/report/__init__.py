@@ -1,0 +1,1 @@
+"""Reporting: statistics and verdicts, tables, measurements and figures for the notebooks, the result store, RESULTS.md."""

@@ -1,0 +1,165 @@
+"""A run's identity: ``RunSpec`` (everything besides the model config), ``RunResult``, the versioned run hash
+that keys the run cache, the data and weights fingerprints it covers, and the git provenance of a run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from salma.config import SalmaConfig
+
+STAGES = ("stage0", "stage1", "finetune", "video")
+
+
+# RunSpec fields that only the video stage reads: left out of other stages' hashes, so adding them kept
+# every image run's cache key.
+VIDEO_FIELDS = ("clip_frames", "mllm_frames", "frame_sampling")
+
+
+# RunSpec fields added later, left out of the hash while they hold their default (the behaviour from before
+# they existed), so that every cached run made before them keeps its key.
+LATER_SPEC_DEFAULTS = {"category_loss_weight": 0.0, "colour_loss_weight": 0.0, "box_loss_weight": 0.0,
+                       "token_loss_weight": 0.0}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run besides the model config (all of it goes into the run's hash)."""
+
+    stage: str = "finetune"
+    data_root: str = "data/synref"
+    steps: int | None = None  # None: cfg.train.steps
+    eval_every: int = 0  # 0: evaluate at the end only
+    eval_limit: int = 200
+    checkpoint_every: int = 100
+    init_from: str | None = None  # a SalmaModel directory (the foundation) or None (random weights)
+    prior_loss_weight: float = 0.0  # stage 1: keep the dummy-prompt -> union objective alive
+    category_loss_weight: float = 0.0  # stage 0: weight of the object-category auxiliary (ObjectHead)
+    colour_loss_weight: float = 0.0  # stage 0: weight of the object-colour auxiliary (ObjectHead)
+    box_loss_weight: float = 0.0  # stage 1: weight of the target-box auxiliary on the [SEG] embedding (BoxHead)
+    token_loss_weight: float = 0.0  # stage 1: weight of the image-token auxiliary of the MLLM (ImageTokenHead)
+    train_images: int | None = None  # use only the first N training images (bounds the feature cache)
+    seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
+    seg_dice_weight: float | None = None
+    name: str = "run"
+    # video stage only: frames per training clip (a contiguous window), frames the MLLM reads, and which
+    # ("first": Sa2VA; "uniform": spread over the window, Sa2VA-i). train_images then counts videos.
+    clip_frames: int = 5
+    mllm_frames: int = 5
+    frame_sampling: str = "first"
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage={self.stage!r}; accepted values: {', '.join(STAGES)}")
+        if self.stage == "video":
+            from salma.video import FRAME_SAMPLING
+
+            if self.clip_frames < 1 or self.mllm_frames < 1:
+                raise ValueError(f"clip_frames={self.clip_frames} and mllm_frames={self.mllm_frames} must be >= 1")
+            if self.frame_sampling not in FRAME_SAMPLING:
+                raise ValueError(f"frame_sampling={self.frame_sampling!r}; accepted: {', '.join(FRAME_SAMPLING)}")
+            if self.prior_loss_weight:
+                raise ValueError("prior_loss_weight is a stage-1 objective on images; the video stage has none")
+        for name in ("category_loss_weight", "colour_loss_weight"):
+            if getattr(self, name) and self.stage != "stage0":
+                raise ValueError(f"{name} is a stage-0 objective; stage {self.stage!r} has none")
+        for name in ("box_loss_weight", "token_loss_weight"):
+            if getattr(self, name) and self.stage != "stage1":
+                raise ValueError(f"{name} is a stage-1 objective; stage {self.stage!r} has none")
+
+
+@dataclass
+class RunResult:
+    """run_dir: the run's folder; final: its final SalmaModel directory; metrics: final val metrics rows;
+    log: per-step rows; cached: True when a finished run was reused."""
+
+    run_dir: Path
+    final: Path
+    metrics: dict
+    log: list[dict] = field(default_factory=list)
+    cached: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def run_hash(cfg: SalmaConfig, spec: RunSpec) -> str:
+    """Hash of the model config and the run spec (the run cache key)."""
+
+    fields = asdict(spec)
+    if spec.stage != "video":
+        for k in VIDEO_FIELDS:
+            fields.pop(k)
+    for k, default in LATER_SPEC_DEFAULTS.items():
+        if fields[k] == default:
+            fields.pop(k)
+    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": _file_sha(spec.init_from),
+                       "data": data_fingerprint(spec.data_root)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+ANNOTATION_SUFFIXES = (".json", ".p", ".pkl")
+
+
+def data_fingerprint(data_root: str | None) -> str | None:
+    """sha256 over a dataset's annotation files (``*.json``, ``*.p`` one or two folders down, the images
+    left out), so that a dataset regenerated at the same path (a new generator version, a changed knob) is
+    never mistaken for the runs cached from the old one. None when there is no data root."""
+    if data_root is None:
+        return None
+    root = Path(data_root)
+    files = sorted(p for pattern in ("*/*", "*") for p in root.glob(pattern)
+                   if p.is_file() and p.suffix in ANNOTATION_SUFFIXES)
+    if not files:
+        return None  # nothing to read yet: the loader names the problem when the run starts
+
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}:{_cached_sha256(str(p), st.st_mtime_ns, st.st_size)};".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    # keyed by mtime and size too, so a file rewritten in place is hashed again
+    return _sha256(Path(path))
+
+
+def _file_sha(init_from: str | None) -> str | None:
+    if init_from is None:
+        return None
+    path = Path(init_from) / "model.safetensors"
+    return _sha256(path) if path.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    """stdout of ``git args`` run in the kit's source folder, or None when that is not a git checkout
+    (an installed package) or git is missing: the manifest then says so with null."""
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from ``git_commit()`` (then that commit alone does not reproduce the run)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
