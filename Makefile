@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	@echo ">>> ./$(VENV) is ready"
 
 reproduce: $(STAMP)
-	$(IN_VENV) python -m salma.notebooks --out executed $(ARGS)
+	$(IN_VENV) python -m salma reproduce --out executed $(ARGS)
 
 test: $(STAMP)
 	$(IN_VENV) python -m pytest tests $(PYTEST_ARGS)

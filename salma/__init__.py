@@ -169,7 +169,9 @@ _EXPORTS: dict[str, str] = {
     # salma.train.loop
     # salma.train.recipes
     "VARIANTS": "salma.train.recipes",
-    "VIDEO_RECIPE": "salma.train.recipes",
+    "video_recipe": "salma.train.recipes",
+    "finetune_recipe": "salma.train.recipes",
+    "pretrain_recipe": "salma.train.recipes",
     # salma.train.tokenizer
     "synthetic_tokenizer": "salma.train.tokenizer",
 }

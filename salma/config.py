@@ -126,21 +126,12 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "bf16"  # used on GPU only; CPU runs in fp32
     # Learning-rate multiplier of the MBA module's parameters (router, attention, gamma): new weights meet a
-    # trained model in a short fine-tuning run. 1.0 is the paper's single learning rate; at 1.0 the key is
-    # left out of to_dict (LATER_DEFAULTS), so configs and run hashes from before it existed are unchanged.
-    # Measured 2026-11-23 (small, salma, seed 0, 250 steps from the shipped foundation): gamma ends at
-    # -0.0002 / -0.0007 / -0.015 with scale 1 / 10 / 100 (at 100 it swings between -0.023 and +0.017) and
-    # val cIoU is 32.01 / 32.12 / 31.99: the MBA branch gets no consistent gradient here, so the default is 1.
+    # trained model in a short fine-tuning run. 1.0 is the paper's single learning rate; scaling it did not
+    # give the branch a consistent gradient (docs/method.md section 11).
     mba_lr_scale: float = 1.0
     # Learning-rate multiplier of the MLLM and text_hidden_fcs: in the SynRef foundation's stage 1 the MLLM
-    # is trained from scratch while SAM-2's decoder comes trained from stage 0. 1.0 (the paper's single rate)
-    # is left out of to_dict, as mba_lr_scale.
+    # is trained from scratch while SAM-2's decoder comes trained from stage 0. 1.0 is the paper's single rate.
     mllm_lr_scale: float = 1.0
-
-
-# Fields added after runs and checkpoints were made with this config: left out of ``to_dict`` (and so of the
-# hash) while they hold this value, which is the behaviour from before they existed.
-LATER_DEFAULTS: dict[tuple[str, str], Any] = {("train", "mba_lr_scale"): 1.0, ("train", "mllm_lr_scale"): 1.0}
 
 
 @dataclass(frozen=True)
@@ -156,11 +147,7 @@ class SalmaConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for (section, key), default in LATER_DEFAULTS.items():
-            if d[section].get(key) == default:
-                del d[section][key]
-        return d
+        return dataclasses.asdict(self)
 
     def hash(self) -> str:
         """A short, stable hash of the full config (run cache key, checkpoint compatibility)."""
@@ -236,6 +223,13 @@ def _tiny_sam2_overrides(image_size: int, embed: int, d_model: int, feat: int) -
     )
 
 
+# The segmentation-loss weights of the presets that fine-tune from a SynRef foundation: the weights its stage 1
+# was trained with (0.5 BCE + 2.0 Dice); Sa2VA's 2.0 BCE + 0.5 Dice collapses to empty masks from scratch and,
+# used for fine-tuning, undid part of the foundation (docs/foundation.md section "Fine-tuning recipe choices").
+# The paper preset keeps Sa2VA's weights.
+SYNREF_FINETUNE_LOSS = LossConfig(bce_weight=0.5, dice_weight=2.0)
+
+
 def _tiny() -> SalmaConfig:
     return SalmaConfig(
         name="tiny",
@@ -253,7 +247,9 @@ def _tiny() -> SalmaConfig:
             freeze_vision=False,
         ),
         mba=MBAConfig(num_heads=4, router_hidden=32),
+        loss=SYNREF_FINETUNE_LOSS,
         data=DataConfig(scene_size=32, train_images=200, val_images=40, test_images=40),
+        # fine-tuning from the tiny foundation (the foundation's stages set their own, salma.train.recipes)
         train=TrainConfig(lr=3e-4, batch_size=8, grad_accum=1, steps=20, warmup_ratio=0.1),
     )
 
@@ -275,8 +271,11 @@ def _small() -> SalmaConfig:
             freeze_vision=False,
         ),
         mba=MBAConfig(num_heads=8, router_hidden=64),
+        loss=SYNREF_FINETUNE_LOSS,
         data=DataConfig(scene_size=64, train_images=10000, val_images=400, test_images=400),
-        train=TrainConfig(lr=3e-4, batch_size=16, grad_accum=1, steps=600, warmup_ratio=0.05),
+        # fine-tuning an ablation run from the shipped foundation: 250 steps at 1e-4 take 1-1.5 minutes on a
+        # 2-core CPU (docs/foundation.md section "Fine-tuning recipe choices"); the foundation's stages set their own
+        train=TrainConfig(lr=1e-4, batch_size=16, grad_accum=1, steps=250, warmup_ratio=0.05),
     )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from transformers import AutoTokenizer
 from salma.batch import Batch, BatchCollator
 from salma.checkpoint import load_state_dict, save_state_dict
 from salma.config import SalmaConfig, validate
+from salma.io import atomic_write_text
 from salma.losses import boundary_loss, segmentation_loss, tmc_loss
 from salma.mba import MaskBiasedAttention, MBAOutput
 from salma.mllm import (
@@ -153,6 +153,16 @@ class SalmaModel(nn.Module):
             text, valid = self.text_hidden_fcs(gathered), batch.expression_valid
         return language, text, valid, (out.loss if want_lm else None)
 
+    def prior(self, feats: SAM2Features) -> torch.Tensor:
+        """The structural prior of paper Sec. 3.2: the shared decoder's dummy-prompt pre-pass on ``feats``,
+        no language, detached, no-object override off (``structural_prior``). Training, prediction and the
+        probes run the pre-pass through this method; the video predictor and the benchmarks call the same plain
+        function, which they may ``torch.compile``.
+
+        feats: SAM-2 features of B rows. Returns (B, 1, h, w) low-resolution prior logits.
+        """
+        return structural_prior(self.sam, feats.image_embed, feats.high_res, self.cfg.sam2.multimask_prior)
+
     def segment(self, feats: SAM2Features, language: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                 gamma_scale: float = 1.0, prior: torch.Tensor | None = None,
                 return_attention: bool = False) -> SegmentOutput:
@@ -164,7 +174,7 @@ class SalmaModel(nn.Module):
         image_embed, mba_out = feats.image_embed, None
         if self.mba is not None:
             if prior is None:
-                prior = structural_prior(self.sam, feats.image_embed, feats.high_res, self.cfg.sam2.multimask_prior)
+                prior = self.prior(feats)
             mba_out = self.mba(feats.image_embed, text, prior, text_mask=text_mask, warmup_scale=gamma_scale,
                                return_attention=return_attention)
             image_embed = mba_out.features
@@ -235,7 +245,7 @@ class SalmaModel(nn.Module):
             base = self.sam.encode_image(batch.sam_images)
             prior = None
             if self.mba is not None:
-                prior = structural_prior(self.sam, base.image_embed, base.high_res, self.cfg.sam2.multimask_prior)
+                prior = self.prior(base)
                 prior = prior[batch.image_index]
             language, text, text_mask, _ = self.language(batch)
             seg = self.segment(base.select(batch.image_index), language, text, text_mask, prior=prior,
@@ -282,7 +292,7 @@ class SalmaModel(nn.Module):
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         save_state_dict(self.state_dict(), directory / WEIGHTS_FILE, dtype=dtype,
                         metadata={"config_hash": self.cfg.hash(), "model_shape": json.dumps(self.cfg.model_dict())})
-        _atomic_write_text(directory / CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
         return directory
 
     @classmethod
@@ -327,10 +337,3 @@ class SalmaModel(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]} "
                              "(a checkpoint from another config?)")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

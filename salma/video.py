@@ -233,7 +233,7 @@ class _LanguageView(LanguageSAM2):
 def prior_function(model):
     """The pre-pass as both video modes call it, ``(sam, image_embed, high_res, multimask) -> prior``:
     ``sam2_ext.structural_prior``, or the function stored in ``model.__dict__["prior_fn"]`` (the video
-    benchmark's ``torch.compile``d pre-pass, ``salma.bench_video.compiled_extras``)."""
+    benchmark's ``torch.compile``d pre-pass, ``salma.bench.video.compiled_extras``)."""
     return model.__dict__.get("prior_fn") or sam2_ext.structural_prior
 
 
@@ -370,7 +370,7 @@ def predict_video(model, frames: np.ndarray, expressions: list[str], mode: str =
 
 def clip_predictor(model, mode: str = "released", mllm_frames: int = 5, frame_sampling: str = "first",
                    offload: bool = False):
-    """A ``predict_clip`` for ``salma.evaluate_video.evaluate_video``: (frames, expressions, info) -> (E, T, H, W)."""
+    """A ``predict_clip`` for ``salma.eval.video.evaluate_video``: (frames, expressions, info) -> (E, T, H, W)."""
     def predict_clip(frames: np.ndarray, expressions: list[str], info=None) -> np.ndarray:
         masks = predict_video(model, frames, expressions, mode=mode, mllm_frames=mllm_frames,
                               frame_sampling=frame_sampling, offload=offload)

@@ -1,4 +1,4 @@
-"""Tests for salma.analysis: statistics over seeds, the tables, attention-mass shares and the case rule, on
+"""Tests for salma.report.tables: statistics over seeds, the tables, attention-mass shares and the case rule, on
 hand-built inputs whose answers are known."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""salma.bench_video (``python -m salma bench --video``): the video benchmark at the tiny preset, eager vs
+"""salma.bench.video (``python -m salma bench --video``): the video benchmark at the tiny preset, eager vs
 ``torch.compile``d SALMA extras, and the ``--compile`` option's errors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""salma.diagnose: which object a prediction picks, word signatures, the pick tables and the command."""
+"""salma.report.diagnose: which object a prediction picks, word signatures, the pick tables and the command."""
 
 from __future__ import annotations
 

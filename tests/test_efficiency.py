@@ -1,4 +1,4 @@
-"""salma.efficiency: the compute counts (paper Table 5), the prior paths and the latency summary.
+"""salma.bench.image: the compute counts (paper Table 5), the prior paths and the latency summary.
 
 Hand-computed MACs for known modules; the lean prior equals SAM-2's own ``_forward_sam_heads`` logits;
 batched and shared priors equal the per-frame / per-expression ones; the inference MLLM path equals
@@ -52,7 +52,7 @@ def test_conv_and_cpu_attention_macs_are_hand_computed():
     assert count_flops(lambda: conv(x), modules=[conv]).macs == 2 * 10 * 12 * 8 * 3 * 9
     q, k, v = torch.randn(2, 4, 50, 16), torch.randn(2, 4, 30, 16), torch.randn(2, 4, 30, 8)
     c = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
-    # QK^T: b*h*s_q*s_k*d_q, AV: b*h*s_q*s_k*d_v (the CPU kernel is registered by salma.efficiency)
+    # QK^T: b*h*s_q*s_k*d_q, AV: b*h*s_q*s_k*d_v (the CPU kernel is registered by salma.bench.image)
     assert c.macs == 2 * 4 * 50 * 30 * (16 + 8)
 
 

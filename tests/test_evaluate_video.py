@@ -1,5 +1,5 @@
-"""J&F evaluation of video referring segmentation (salma.evaluate_video) and its trivial floors
-(salma.data.trivial_video), on a tiny SynRef-Video and the hand-made MeViS fixture; the CLI on video data."""
+"""J&F evaluation of video referring segmentation (salma.eval.video) and its trivial floors
+(salma.eval.floors), on a tiny SynRef-Video and the hand-made MeViS fixture; the CLI on video data."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from salma.io import sha256_file as _sha256
+from salma.io import sha256_file
 from salma.paths import foundation_dir
 from salma.train.foundation import FOUNDATION_CHECK_SAMPLES, ensure_foundation, foundation_check
 from salma.train.recipes import PRETRAIN_RECIPES
@@ -20,7 +20,7 @@ shipped = pytest.mark.skipif(not (SMALL / "manifest.json").is_file(), reason="no
 def test_small_foundation_sha_and_size_match_manifest():
     manifest = json.loads((SMALL / "manifest.json").read_text())
     weights = SMALL / "model.safetensors"
-    assert _sha256(weights) == manifest["sha256"]["model.safetensors"]
+    assert sha256_file(weights) == manifest["sha256"]["model.safetensors"]
     assert weights.stat().st_size < 10 * 1024 * 1024, "the shipped foundation must stay under 10 MB"
     assert (SMALL / "training_curve.png").stat().st_size > 0, "pretrain writes its training curve beside it"
 
@@ -46,14 +46,15 @@ def test_finetuning_keeps_the_foundations_segmentation_loss_weights():
     """Every fine-tuning run (image and video, every variant) trains the segmentation head with the weights the
     foundation's stage 1 used; switching to Sa2VA's 2.0 BCE + 0.5 Dice measurably undid the foundation (val
     cIoU 32.0 -> 28.9 after 250 steps). The paper preset, with real pretrained weights, keeps Sa2VA's."""
+    from salma.config import SYNREF_FINETUNE_LOSS
     from salma.train.experiments import variant_config, video_config
-    from salma.train.recipes import FOUNDATION_SEG_LOSS, VARIANTS
+    from salma.train.recipes import VARIANTS
 
     for preset in ("tiny", "small"):
         for variant in VARIANTS:
             for cfg in (variant_config(preset, variant), video_config(preset, variant)):
                 assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (
-                    FOUNDATION_SEG_LOSS["bce_weight"], FOUNDATION_SEG_LOSS["dice_weight"]), (preset, variant)
+                    SYNREF_FINETUNE_LOSS.bce_weight, SYNREF_FINETUNE_LOSS.dice_weight), (preset, variant)
     salma = variant_config("small", "salma")
     assert salma.loss.tmc_weight > 0 and salma.loss.boundary_weight > 0  # the variant's own changes survive
     paper = variant_config("paper", "salma")
@@ -70,8 +71,8 @@ def stubbed_pretrain(monkeypatch, tmp_path):
     import inspect
     from types import SimpleNamespace
 
-    from salma.train import foundation as foundation_module
     from salma.train.identity import RunResult
+    from salma.train import foundation as foundation_module
 
     stub = SimpleNamespace(trained=[], written={}, foundation_module=foundation_module)
     write_signature = inspect.signature(foundation_module.write_foundation)
@@ -113,20 +114,20 @@ def test_pretrain_passes_the_recipes_auxiliary_weights_to_their_stages(stubbed_p
     recipe = stubbed_pretrain.foundation_module.PRETRAIN_RECIPES["small"]["cpu"]
     specs = stubbed_pretrain.specs()
     (cfg0, s0), (cfg1, s1) = specs["stage0"], specs["stage1"]
-    assert (s0.category_loss_weight, s0.colour_loss_weight) == (recipe["category0"], recipe["colour0"]) != (0, 0)
-    assert (s1.box_loss_weight, s1.token_loss_weight) == (recipe["box1"], recipe["tokens1"]) != (0, 0)
+    assert (s0.category_loss_weight, s0.colour_loss_weight) == (recipe.stage0.category_weight,
+                                                               recipe.stage0.colour_weight) != (0, 0)
+    assert (s1.box_loss_weight, s1.token_loss_weight) == (recipe.stage1.box_weight, recipe.stage1.token_weight) != (0, 0)
     assert (s0.box_loss_weight, s1.category_loss_weight) == (0.0, 0.0)
     assert not cfg0.sam2.freeze_encoder and cfg1.sam2.freeze_encoder
-    assert (cfg0.train.steps, cfg1.train.steps, cfg1.train.lr) == (recipe["stage0_steps"], recipe["stage1_steps"],
-                                                                   recipe["lr1"])
+    assert (cfg0.train.steps, cfg1.train.steps, cfg1.train.lr) == (recipe.stage0.steps, recipe.stage1.steps,
+                                                                   recipe.stage1.lr)
+    assert (cfg1.loss.bce_weight, cfg1.loss.dice_weight) == (0.5, 2.0)  # the fine-tuning runs' weights too
 
 
-def test_pretrain_reads_train_images1_for_stage_1_only(stubbed_pretrain, monkeypatch, tmp_path):
-    """The recipe key train_images1 gives stage 1 a larger training set than stage 0 (and fine-tuning); a
-    data root given on the command line is used by both stages."""
-    foundation_module = stubbed_pretrain.foundation_module
-    recipe = {**PRETRAIN_RECIPES["small"]["cpu"], "train_images1": 20000}
-    monkeypatch.setitem(PRETRAIN_RECIPES["small"], "cpu", recipe)
+def test_pretrain_reads_more_images_for_stage_1_only(stubbed_pretrain, tmp_path):
+    """Stage1Recipe.train_images gives stage 1 a larger training set than stage 0 (and fine-tuning); a data
+    root given on the command line is used by both stages."""
+    assert PRETRAIN_RECIPES["small"]["cpu"].stage1.train_images == 20000
     stubbed_pretrain.run("small")
     specs = {stage: spec for stage, (_, spec) in stubbed_pretrain.specs().items()}
     assert specs["stage0"].data_root == str(tmp_path / "data-preset")

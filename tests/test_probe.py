@@ -1,4 +1,4 @@
-"""Tests for salma.probe: the instrumented forward of the notebooks is the model's own inference path, and
+"""Tests for salma.eval.probe: the instrumented forward of the notebooks is the model's own inference path, and
 its attention maps and MBA updates are what they claim to be. Tiny preset, random weights, fixed seeds."""
 
 from __future__ import annotations

@@ -12,15 +12,8 @@ from PIL import Image
 
 from salma.__main__ import main
 from salma.data.manifest import default_manifest_path, verify, write_manifest
-from salma.data.synref_video import (
-    DEFAULT_N_VIDEOS,
-    GENERATOR_VERSION,
-    KINDS,
-    generate_synref_video,
-    make_clip,
-    video_name,
-    vocabulary,
-)
+from salma.data.synref_clip import KINDS, make_clip, vocabulary
+from salma.data.synref_video import DEFAULT_N_VIDEOS, GENERATOR_VERSION, generate_synref_video, video_name
 from salma.data.synref_words import COLOURS, SHAPES, tokenize
 from salma.data.video_format import VideoReferDataset
 

@@ -1,4 +1,4 @@
-"""Tests for salma.toys: the toy inputs of notebook 03 and the losses' expected behaviour on them."""
+"""Tests for salma.report.toys: the toy inputs of notebook 03 and the losses' expected behaviour on them."""
 
 from __future__ import annotations
 

@@ -20,10 +20,10 @@ from salma.checkpoint import load_state_dict
 from salma.config import LossConfig, get_preset
 from salma.data.refer import ReferDataset
 from salma.data.synref import generate_synref
-from salma.train import identity as identity_module
 from salma.train.batches import TrainScenes
-from salma.train.identity import LATER_SPEC_DEFAULTS, RunSpec, git_commit, git_dirty
+from salma.train.identity import RunSpec, git_commit, git_dirty
 from salma.train.loop import build_model, lr_at, train
+from salma.train import identity as identity_module
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +216,15 @@ def test_object_weights_are_stage0_fields_left_out_of_older_hashes(tiny_data):
     cfg = stage0_cfg()
     plain = RunSpec(stage="stage0", data_root=str(tiny_data), name="s0")
     assert run_hash(cfg, plain) != run_hash(cfg, dataclasses.replace(plain, category_loss_weight=0.5))
-    # At 0 the key is the one runs had before the field existed: the spec without it (and the video fields).
-    import hashlib
-
-    from salma.train.identity import VIDEO_FIELDS, data_fingerprint
-
-    fields = {k: v for k, v in dataclasses.asdict(plain).items()
-              if k not in VIDEO_FIELDS and k not in LATER_SPEC_DEFAULTS}
-    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": None, "data": data_fingerprint(str(tiny_data))},
-                      sort_keys=True, default=str)
-    assert run_hash(cfg, plain) == hashlib.sha256(blob.encode()).hexdigest()[:12]
+    # Every field is in the hash, at its default too (no field is left out to keep older keys), and so is the
+    # hash version: raising it retrains every cached run once.
+    for name, value in (("clip_frames", 3), ("box_loss_weight", 0.0), ("eval_limit", 7)):
+        changed = dataclasses.replace(plain, **{name: value})
+        assert (run_hash(cfg, changed) == run_hash(cfg, plain)) == (getattr(plain, name) == value), name
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(identity_module, "RUN_HASH_VERSION", identity_module.RUN_HASH_VERSION + 1)
+        bumped = run_hash(cfg, plain)
+    assert bumped != run_hash(cfg, plain)
     with pytest.raises(ValueError, match="category_loss_weight is a stage-0 objective"):
         RunSpec(stage="stage1", category_loss_weight=0.5)
     with pytest.raises(ValueError, match="colour_loss_weight is a stage-0 objective"):
@@ -269,7 +268,8 @@ def test_accelerate_launch_two_cpu_processes(tiny_data, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import dataclasses, json, os, sys
         from salma.config import get_preset
-        from salma.train import RunSpec, train
+        from salma.train.identity import RunSpec
+        from salma.train.loop import train
         cfg = get_preset("tiny")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=2, batch_size=4))
         r = train(cfg, RunSpec(stage="stage1", data_root={str(tiny_data)!r}, eval_limit=4, name="ddp"),
@@ -305,7 +305,7 @@ def test_loader_workers_give_the_same_training(tiny_data, tmp_path, monkeypatch)
 
 def test_mba_lr_scale_groups_and_config_hash_compatibility():
     """mba_lr_scale puts MBA's parameters in their own AdamW groups at a multiple of the learning rate; at its
-    default (1) the groups and the config's dict and hash are what they were before the option existed."""
+    default (1) there are the two groups a run without the option has; the config dict holds the scale."""
     import dataclasses
 
     from salma.config import SalmaConfig, get_preset
@@ -318,7 +318,7 @@ def test_mba_lr_scale_groups_and_config_hash_compatibility():
     params = [p for p in model.parameters() if p.requires_grad]
     plain = param_groups(model, params, cfg.train)
     assert [g["lr_scale"] for g in plain] == [1.0, 1.0] and sum(len(g["params"]) for g in plain) == len(params)
-    assert "mba_lr_scale" not in cfg.to_dict()["train"]
+    assert cfg.to_dict()["train"]["mba_lr_scale"] == 1.0
     scaled_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mba_lr_scale=10.0))
     assert scaled_cfg.to_dict()["train"]["mba_lr_scale"] == 10.0 and scaled_cfg.hash() != cfg.hash()
     assert SalmaConfig.from_dict(scaled_cfg.to_dict()) == scaled_cfg and SalmaConfig.from_dict(cfg.to_dict()) == cfg
@@ -334,13 +334,13 @@ def test_mba_lr_scale_groups_and_config_hash_compatibility():
 
 def test_mllm_lr_scale_groups_the_mllm_and_its_projection():
     """mllm_lr_scale gives InternVL and text_hidden_fcs their own groups at a multiple of the rate; SAM-2 keeps
-    the base rate; at 1 the key stays out of the config's dict (older hashes unchanged)."""
+    the base rate."""
     from salma.model import SalmaModel
-    from salma.train.tokenizer import synthetic_tokenizer
     from salma.train.loop import param_groups
+    from salma.train.tokenizer import synthetic_tokenizer
 
     cfg = get_preset("tiny")
-    assert "mllm_lr_scale" not in cfg.to_dict()["train"]
+    assert cfg.to_dict()["train"]["mllm_lr_scale"] == 1.0
     scaled = dataclasses.replace(cfg.train, mllm_lr_scale=3.0)
     model = SalmaModel(cfg, tokenizer=synthetic_tokenizer())
     params = [p for p in model.parameters() if p.requires_grad]

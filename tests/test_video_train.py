@@ -1,4 +1,4 @@
-"""Video training (salma.train stage "video"): Sa2VA's clip-level [SEG] injected into every frame's decoder
+"""Video training (salma.train.loop stage "video"): Sa2VA's clip-level [SEG] injected into every frame's decoder
 pass, per-frame losses, TMC negatives across clips only, resume parity. Tiny preset, a tiny generated
 SynRef-Video (8 frames of 32 px; windows of 4 frames)."""
 
@@ -175,10 +175,11 @@ def test_video_runs_resume_exactly_and_report_jf(video_data, kill_and_resume):
     assert {"bce", "dice", "tmc", "boundary"} <= set(resumed.log[0])
 
 
-def test_video_fields_only_hash_video_runs():
+def test_video_fields_are_in_every_runs_hash():
+    """Run hash version 2 covers every RunSpec field, the video stage's too, whatever the stage."""
     cfg = get_preset("tiny")
     image = RunSpec(stage="finetune")
-    assert run_hash(cfg, image) == run_hash(cfg, dataclasses.replace(image, clip_frames=9))
+    assert run_hash(cfg, image) != run_hash(cfg, dataclasses.replace(image, clip_frames=9))
     assert run_hash(cfg, SPEC) != run_hash(cfg, dataclasses.replace(SPEC, clip_frames=5))
     with pytest.raises(ValueError, match="frame_sampling"):
         RunSpec(stage="video", frame_sampling="random")

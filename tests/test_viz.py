@@ -1,4 +1,4 @@
-"""Tests for salma.viz: where figures, tables and result files land, and that every plot of the notebooks
+"""Tests for salma.report.store: where figures, tables and result files land, and that every plot of the notebooks
 draws from inputs of the shapes the notebooks pass (matplotlib's agg backend, set by conftest)."""
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ def test_save_figure_table_json(figures):
     csv, md = save_table([{"a": 1.5, "b": "x|y"}], "01_t")
     assert pd.read_csv(csv)["a"].tolist() == [1.5] and "x\\|y" in md.read_text()
     save_json({"v": np.float32(0.5), "nan": float("nan"), "arr": np.arange(2)}, "01_r")
-    assert json.loads((figures / "01_r.json").read_text()) == {"v": 0.5, "nan": None, "arr": [0, 1]}
+    saved = json.loads((figures / "01_r.json").read_text())
+    provenance = saved.pop("provenance")
+    assert saved == {"v": 0.5, "nan": None, "arr": [0, 1]}
+    assert set(provenance) == {"date", "git_commit", "git_dirty", "machine", "device", "preset", "command", "notebook"}
+    assert provenance["notebook"] == "01_r" and provenance["preset"] is None and provenance["date"].startswith("20")
     with pytest.raises(ValueError, match="plain file stem"):
         save_figure(fig, "../x")
 

@@ -157,8 +157,7 @@ def image_forward(model, batch, salma: bool, timer: StageTimer | None = None,
         embed = feats.image_embed
         if salma:
             with stage("prior"):
-                prior = structural_prior(model.sam, feats.image_embed, feats.high_res,
-                                         model.cfg.sam2.multimask_prior)
+                prior = model.prior(feats)
             with stage("mba"):
                 embed = model.mba(embed, text, prior, text_mask=text_mask).features
         with stage("decoder"):

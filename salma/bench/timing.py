@@ -76,14 +76,14 @@ def _time(fn: Callable[[], Any], device: torch.device) -> float:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """The device in words, threads, CPU count and the 1/5/15-minute load averages now."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     return {"device": str(device), "device_name": name, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "loadavg": [round(x, 2) for x in load],
             "torch": torch.__version__, "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

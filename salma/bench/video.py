@@ -63,25 +63,6 @@ COMPILE_MODES = ("none", "default", "max-autotune")
 VARIANTS = ("baseline", "salma", "salma_compiled")
 
 
-__all__ = [
-    "COMPILE_MODES",
-    "CompiledExtras",
-    "PeakRSS",
-    "VideoBench",
-    "bench_clip",
-    "check_compile_mode",
-    "compare_compiled",
-    "compiled_extras",
-    "long_clip_memory",
-    "measure_video",
-    "prepare_video_bench",
-    "run_long",
-    "run_video",
-    "run_video_benchmark",
-    "summarize_video",
-    "variant",
-    "video_table",
-]
 
 
 def check_compile_mode(mode: str) -> str:

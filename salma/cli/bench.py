@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table-only", action="store_true", help="only Table 5 (params and compute)")
     parser.add_argument("--video", action="store_true",
-                        help="video mode (salma.bench_video): ms per frame of Sa2VA and SALMA on a --frames clip "
+                        help="video mode (salma.bench.video): ms per frame of Sa2VA and SALMA on a --frames clip "
                              "through predict_video's per_frame and released modes, MLLM once per clip "
                              "(figures/table5_video.*)")
     parser.add_argument("--compile", default="none", choices=("none", "default", "max-autotune"),

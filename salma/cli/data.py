@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from salma.data import manifest as mf
+from salma.data.synref_clip import SPLITS as VIDEO_SPLITS
 from salma.data.synref_video import DEFAULT_N_VIDEOS
-from salma.data.synref_video import SPLITS as VIDEO_SPLITS
 from salma.data.synref_words import DEFAULT_N_IMAGES, SPLITS
 
 # The synthetic datasets: name -> (default count per split, what a split counts).

@@ -5,12 +5,12 @@ refer-format dataset and writes ``eval.json`` + ``eval.md`` with the trivial pre
 
 On a video dataset (Ref-YouTube-VOS / MeViS layout: ``<data>/<split>/meta_expressions.json``, or ``--data``
 naming the split folder itself; ``--video`` forces it) the command reports J, F, J&F
-(``salma.evaluate_video``): with ``--checkpoint`` the model through ``SalmaModel.predict_video``
+(``salma.eval.video``): with ``--checkpoint`` the model through ``SalmaModel.predict_video``
 (``--video-mode released`` = Sa2VA's released SAM-2 memory propagation, ``per_frame`` = every frame decoded
 on its own, as trained) beside the trivial floors; without it (or with ``--trivial-only``) the floors only.
 
 ``python -m salma train --video [--data ROOT]`` fine-tunes the image foundation on video clips
-(``salma.experiments.finetune_video``: SynRef-Video generated under data/ without --data; a --data holding
+(``salma.train.experiments.finetune_video``: SynRef-Video generated under data/ without --data; a --data holding
 ``train/meta_expressions.json`` is detected as video) and reports J&F in per_frame and released modes; without
 ``--video`` the command fine-tunes on SynRef images as before.
 """
@@ -123,7 +123,7 @@ def _run_evaluate_video(args: argparse.Namespace, root: Path, split: str) -> int
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="tiny, small or paper")
-    p.add_argument("--variant", default="salma", help="a fine-tuning variant (see salma.experiments.VARIANTS)")
+    p.add_argument("--variant", default="salma", help="a fine-tuning variant (see salma.train.recipes.VARIANTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
@@ -166,7 +166,7 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--recipe", default="auto", choices=("auto", "cpu", "gpu"),
                    help="cpu (= auto, on any device): encoder frozen in stage 1; gpu: whole model, batch 64 "
-                        "(measured not to ground; see salma.experiments.PRETRAIN_RECIPES)")
+                        "(measured not to ground; see salma.train.recipes.PRETRAIN_RECIPES)")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

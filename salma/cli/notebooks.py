@@ -3,11 +3,11 @@
 
 ``python -m salma reproduce`` (and ``make reproduce``) runs every notebook at its embedded defaults and
 writes the executed copies to ``executed/``; each notebook writes its figures, tables and result JSON
-to the repository's ``figures/`` through :mod:`salma.viz`. ``--ci`` applies ``notebooks/ci_parameters.yml``
+to the repository's ``figures/`` through :mod:`salma.report.store`. ``--ci`` applies ``notebooks/ci_parameters.yml``
 (the one CI shrink file) to every notebook that defines the parameter.
 
 Notebooks run with the working directory set to ``notebooks/``, as when a person opens them in
-JupyterLab there, so a relative path behaves the same both ways; ``salma.viz`` finds ``figures/`` by
+JupyterLab there, so a relative path behaves the same both ways; ``salma.report.store`` finds ``figures/`` by
 walking up to the repository root, so the working directory does not decide where figures land.
 The kernel is ``python3``; Jupyter starts it with the interpreter that runs this module (the venv's).
 """
@@ -31,7 +31,9 @@ import papermill as pm
 import yaml
 from tqdm.auto import tqdm
 
-from salma.paths import FIGURES_ENV, repo_root
+from salma.paths import figures_dir, foundation_dir, repo_root
+from salma.report.results import write_results
+from salma.report.store import COMMAND_ENV
 
 KERNEL_NAME = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
@@ -42,15 +44,13 @@ MAX_DEF_LINES = 10
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FORBIDDEN_BACKEND = re.compile(r"matplotlib\.use\(|switch_backend\(|^\s*%matplotlib\s+(?!inline)", re.MULTILINE)
 
-log = logging.getLogger("salma.notebooks")
+log = logging.getLogger("salma.cli.notebooks")
 
 
 # ----------------------------------------------------------------------------------------- locating
 def repo_dir() -> Path:
-    """The repository root: found from the working directory, else the folder above the package."""
-
-    root = repo_root()
-    return root if root is not None else Path(__file__).resolve().parents[1]
+    """The repository root (``salma.paths.repo_root``)."""
+    return repo_root()
 
 
 def list_notebooks(directory: str | Path) -> list[Path]:
@@ -197,6 +197,8 @@ def run_all(notebooks_dir: str | Path, out_dir: str | Path, *, ci: bool = False,
         tqdm.write(f"[{i}/{len(chosen)}] {nb.name} {params or ''}".rstrip(), file=sys.stdout)
         t0 = time.perf_counter()
         record = {"notebook": nb.name, "parameters": params, "output": str(Path(out_dir) / nb.name)}
+        # the kernel inherits the environment: save_json records this command in every result's provenance
+        os.environ[COMMAND_ENV] = reproduce_command(nb, params, ci)
         try:
             run_notebook(nb, out_dir, params, timeout=timeout, log_output=log_output)
             record.update(ok=True, error=None)
@@ -208,10 +210,18 @@ def run_all(notebooks_dir: str | Path, out_dir: str | Path, *, ci: bool = False,
         tqdm.write(f"[{i}/{len(chosen)}] {nb.name} {status} in {record['seconds']:.1f} s", file=sys.stdout)
         if not record["ok"]:
             break
+    os.environ.pop(COMMAND_ENV, None)
     bar.close()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "timings.json").write_text(json.dumps(records, indent=2) + "\n")
     return records
+
+
+def reproduce_command(notebook: Path, parameters: dict[str, Any], ci: bool) -> str:
+    """The command that re-runs one notebook as the runner ran it (recorded in its results' provenance)."""
+    args = [f"--only {notebook.name[:2]}"] + (["--ci"] if ci else [])
+    args += [f"-p {k} {json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(parameters.items())]
+    return "python -m salma reproduce " + " ".join(args)
 
 
 # -------------------------------------------------------------------------------------------- lint
@@ -339,21 +349,13 @@ def run(args: argparse.Namespace) -> int:
           f"{out_dir}, figures in {_figures_hint()}")
     for r in failed:
         print(f"FAILED {r['notebook']}: {r['error']}", file=sys.stderr)
+    if records and not failed and not args.ci:
+        # the main job ends by regenerating RESULTS.md from the result JSON (CI-sized runs are not results)
+        print(f"wrote {write_results(figures_dir(), repo_root() / 'RESULTS.md', foundation_dir('small') / 'manifest.json')}")
     return 1 if failed or not records else 0
 
 
 def _figures_hint() -> str:
+    return str(figures_dir())
 
 
-    return os.environ.get(FIGURES_ENV) or str(repo_dir() / "figures")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m salma.notebooks",
-                                     description="run every notebook in order with papermill")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import os
 import pickle
 from dataclasses import asdict
 from pathlib import Path
@@ -59,17 +58,12 @@ from salma.data.synref_words import (
     SynRefSpec,
     tokenize,
 )
+from salma.io import atomic_write_bytes
 
 
 def image_file_name(split: str, image_id: int) -> str:
     """File name of a SynRef image (under <root>/images)."""
     return f"synref_{split}_{image_id:06d}.png"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _write_scene(job: tuple) -> tuple[str, list[dict], list[dict]]:
@@ -207,9 +201,9 @@ def generate_synref(
     # Pickle memoises by object identity, which differs between worker and in-process runs; a JSON
     # round trip gives every value a fresh, canonical object so the bytes depend on the values only.
     refs = json.loads(json.dumps(refs))
-    _atomic_write_bytes(ann_dir / "refs(unc).p", pickle.dumps(refs, protocol=PICKLE_PROTOCOL))
+    atomic_write_bytes(ann_dir / "refs(unc).p", pickle.dumps(refs, protocol=PICKLE_PROTOCOL))
     # instances.json last: its presence marks a complete dataset (callers test for it).
-    _atomic_write_bytes(ann_dir / "instances.json",
+    atomic_write_bytes(ann_dir / "instances.json",
                         json.dumps(instances, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     return root
 

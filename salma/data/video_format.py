@@ -13,7 +13,7 @@ Layout read here (per split)::
 MeViS's ``anno_id`` is a list of ids whose masks are unioned (one expression may refer to several
 objects); a null entry is an empty frame. Ground truth comes from ``mask_dict.json`` when the split has
 one, else from ``Annotations/`` with the expression's ``obj_id``. Evaluation (J, F, J&F) lives in
-``salma.metrics``. The kit's synthetic video benchmark (``salma.data.synref_video``) writes this same layout.
+``salma.eval.metrics``. The kit's synthetic video benchmark (``salma.data.synref_video``) writes this same layout.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ VIDEO_PREDICTORS = {"largest_object_per_frame": largest_object_per_frame, "first
 def evaluate_video_with_floors(predict_clip: PredictClip | None, dataset: VideoReferDataset,
                                limit: int | None = None, progress: bool = True) -> VideoEvalResult:
     """``evaluate_video`` of the model (skipped when ``predict_clip`` is None) plus the trivial floors
-    (``salma.data.trivial_video.VIDEO_PREDICTORS``) on the same expressions."""
+    (``salma.eval.floors.VIDEO_PREDICTORS``) on the same expressions."""
 
     result = VideoEvalResult() if predict_clip is None else evaluate_video(predict_clip, dataset, limit, progress)
     result.trivial = {name: evaluate_video(fn, dataset, limit, progress).rows for name, fn in VIDEO_PREDICTORS.items()}

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from salma.mba import BIAS_CLAMP, MBAOutput
 from salma.model import SalmaModel
-from salma.sam2_ext import SAM2Features, preprocess_images, structural_prior
+from salma.sam2_ext import SAM2Features, preprocess_images
 
 
 @dataclass
@@ -111,7 +111,7 @@ def trace_forward(model: SalmaModel, image: np.ndarray, expressions: list[str]) 
     feats = model.sam.encode_image(batch.sam_images).select(batch.image_index)
     prior = None
     if model.mba is not None:
-        prior = structural_prior(model.sam, feats.image_embed, feats.high_res, model.cfg.sam2.multimask_prior)
+        prior = model.prior(feats)
     language, text, text_mask, _ = model.language(batch)
     with capture_decoder_attention(model) as calls:
         seg = model.segment(feats, language, text, text_mask, prior=prior, return_attention=True)
@@ -166,7 +166,7 @@ def prior_and_gate(model: SalmaModel, images: list[np.ndarray], tau_gate: float 
     tau = tau_gate if tau_gate is not None else model.cfg.mba.tau_gate
     x = torch.cat([preprocess_images(im, model.cfg.sam2.image_size) for im in images]).to(model.device)
     feats: SAM2Features = model.sam.encode_image(x)
-    prior = structural_prior(model.sam, feats.image_embed, feats.high_res, model.cfg.sam2.multimask_prior)
+    prior = model.prior(feats)
     gate = torch.sigmoid(F.interpolate(prior, size=feats.image_embed.shape[-2:], mode="bilinear",
                                        align_corners=False) / tau)
     full = F.interpolate(prior, size=images[0].shape[:2], mode="bilinear", align_corners=False)

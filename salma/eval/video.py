@@ -1,7 +1,7 @@
 """Evaluation of video referring segmentation: J, F, J&F (REFERENCE.md section 5; paper Tables 1-3).
 
 Protocol (MeViS's / ReVOS's evaluation script, as Sa2VA runs it, on the DAVIS-2017 ``db_eval_iou`` and
-``db_eval_boundary`` of ``salma.metrics``): per expression, the ground truth of every frame of the clip is
+``db_eval_boundary`` of ``salma.eval.metrics``): per expression, the ground truth of every frame of the clip is
 the union of its objects' masks; J is the mean over ALL the clip's frames of the region IoU and F the mean
 of the boundary F-measure (bound_th 0.008); J&F = (mean J + mean F) / 2 over expressions. A frame where
 prediction and ground truth are both empty counts J = 1 and F = 1 (DAVIS: IoU 1 when the union is empty;
@@ -12,7 +12,7 @@ module, score every frame.)
 
 A model encodes a clip's frames once, so a predictor sees one clip with all its expressions:
 ``predict_clip(frames (T, H, W, 3) uint8, expressions: list[str], info: ClipInfo) -> (E, T, H, W) bool``.
-The trivial floors (``salma.data.trivial_video``) are reported beside every model, as on images.
+The trivial floors (``salma.eval.floors``) are reported beside every model, as on images.
 """
 
 from __future__ import annotations

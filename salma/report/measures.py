@@ -110,7 +110,7 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
     """Share of attention mass inside the target and inside the distractors, per expression.
 
     decoder_target / decoder_distractor: ``mass_share`` of the decoder's language-token attention
-    (``salma.probe.language_attention_map``; any model). For models with MBA also mba_target /
+    (``salma.eval.probe.language_attention_map``; any model). For models with MBA also mba_target /
     mba_distractor (the gated write map ||G * O_attn||) and ungated_target / ungated_distractor (the same
     module with the gate forced to 1). chance_target / chance_distractor: the masks' area ratios (what a
     uniform map gets). Distractor columns are NaN for expressions without a distractor (the union of an
@@ -143,7 +143,7 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
 
 # ------------------------------------------------------------------------------------ video (notebook 10)
 def video_floor_rows(dataset, limit: int | None = None, progress: bool = False) -> pd.DataFrame:
-    """The trivial video predictors (``salma.data.trivial_video``) on the first ``limit`` expressions (the
+    """The trivial video predictors (``salma.eval.floors``) on the first ``limit`` expressions (the
     runs' evaluation set): one row per (floor, subset) with J, F, J&F (fractions) and N."""
 
 

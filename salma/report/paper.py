@@ -7,7 +7,7 @@ Ref-DAVIS17 / RefCOCOg / MeViS, the kit on SynRef (its synthetic benchmark). Whe
 draft of the paper disagrees with the final paper, the final paper's number is the value and the draft's
 is kept in ``draft``.
 
-The kit's variant names (``salma.experiments.VARIANTS``) map to the paper's rows through
+The kit's variant names (``salma.train.recipes.VARIANTS``) map to the paper's rows through
 ``TABLE2_ROWS`` and ``TABLE3_ROWS``.
 """
 

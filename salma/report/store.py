@@ -5,16 +5,25 @@ machine, device, preset, command) from which RESULTS.md is generated.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from salma.bench.timing import cpu_name
+from salma.io import atomic_write_json, atomic_write_text
 from salma.paths import figures_dir
+from salma.train.identity import git_commit, git_dirty
+
+# the command that made a result: the notebook runner sets it for the kernels it starts
+COMMAND_ENV = "SALMA_COMMAND"
 
 DPI = 120
 
@@ -54,14 +63,31 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def provenance(name: str, preset: str | None = None) -> dict[str, Any]:
+    """Where a result came from: date (UTC, ISO 8601), git commit and whether tracked files differed from it,
+    the machine and device, the preset, and the command (``$SALMA_COMMAND``, which the notebook runner sets;
+    otherwise the notebook run by hand). RESULTS.md prints it beside every section."""
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu_name()})",
+        "device": device,
+        "preset": preset,
+        "command": os.environ.get(COMMAND_ENV) or f"{name}.ipynb run by hand",
+        "notebook": name,
+    }
+
+
 def save_json(obj: Any, name: str) -> Path:
-    """Write ``obj`` (dicts/lists of numbers, strings, numpy or torch values) to ``figures/<name>.json``;
-    the notebook tests read these files. Non-finite floats become null."""
-    path = figures_dir() / f"{_check_name(name)}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    """Write ``obj`` (dicts/lists of numbers, strings, numpy or torch values) to ``figures/<name>.json``
+    atomically; the notebook tests and ``python -m salma results`` read these files. Non-finite floats become
+    null. A dict gets a ``provenance`` key (see :func:`provenance`; its ``preset`` from ``obj["preset"]``)."""
+    data = _jsonable(obj)
+    if isinstance(data, dict):
+        data["provenance"] = provenance(name, data.get("preset"))
+    return atomic_write_json(figures_dir() / f"{_check_name(name)}.json", data, indent=2, sort_keys=True)
 
 
 def load_json(name: str) -> Any:
@@ -95,6 +121,6 @@ def save_table(df_or_rows, name: str) -> tuple[Path, Path]:
         df = df.reset_index()
     out = figures_dir()
     csv_path, md_path = out / f"{name}.csv", out / f"{name}.md"
-    df.to_csv(csv_path, index=False)
-    md_path.write_text(_markdown(df))
+    atomic_write_text(csv_path, df.to_csv(index=False))
+    atomic_write_text(md_path, _markdown(df))
     return csv_path, md_path

@@ -14,7 +14,7 @@ from salma.data.synref import generate_synref
 from salma.data.synref_video import GENERATOR_VERSION as VIDEO_GENERATOR_VERSION
 from salma.data.synref_video import generate_synref_video
 from salma.data.synref_words import GENERATOR_VERSION
-from salma.train.recipes import VIDEO_DATA
+from salma.train.recipes import video_data
 
 
 def synref_root(preset: str, data_root: str | Path | None = None, train_images: int | None = None) -> Path:
@@ -46,18 +46,16 @@ def synref_video_root(preset: str, data_root: str | Path | None = None) -> Path:
     """The SynRef-Video dataset of a preset, generated (deterministically) on first use under ``data/``; the
     folder is named by the generator version and every argument, as ``synref_root`` names SynRef's."""
 
-    if preset not in VIDEO_DATA:
-        raise ValueError(f"preset={preset!r} has no SynRef-Video size; accepted values: {', '.join(VIDEO_DATA)}")
-    d, seed = VIDEO_DATA[preset], get_preset(preset).data.seed
-    n = d["n_videos"]
+    d, seed = video_data(preset), get_preset(preset).data.seed
+    n = d.n_videos
     root = Path(data_root) if data_root else (
-        paths.data_root() / f"{VIDEO_GENERATOR_VERSION}-{d['scene_size']}px-{d['n_frames']}f-seed{seed}"
+        paths.data_root() / f"{VIDEO_GENERATOR_VERSION}-{d.scene_size}px-{d.n_frames}f-seed{seed}"
                              f"-{n['train']}-{n['valid_u']}")
     if not all((root / split / "meta_expressions.json").is_file() for split in n):
         if data_root:
             raise FileNotFoundError(f"{root} is not a SynRef-Video / MeViS-layout root (no <split>/meta_expressions.json "
                                     f"for splits {sorted(n)}); omit --data to generate the preset's SynRef-Video")
-        generate_synref_video(root, seed=seed, scene_size=d["scene_size"], n_frames=d["n_frames"], n_videos=n,
+        generate_synref_video(root, seed=seed, scene_size=d.scene_size, n_frames=d.n_frames, n_videos=n,
                               workers=_generator_workers())
     return root
 

@@ -16,7 +16,7 @@ from salma.train.datasets import synref_root, synref_video_root
 from salma.train.foundation import ensure_foundation
 from salma.train.identity import RunResult, RunSpec
 from salma.train.loop import train
-from salma.train.recipes import FINETUNE_IMAGES, FINETUNE_RECIPE, FINETUNE_SEG_LOSS, VARIANTS, VIDEO_RECIPE
+from salma.train.recipes import VARIANTS, finetune_recipe, video_recipe
 
 
 def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None = None) -> SalmaConfig:
@@ -25,14 +25,13 @@ def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None =
         raise ValueError(f"variant={variant!r} is not known; accepted values: {', '.join(VARIANTS)}")
     cfg = get_preset(preset)
     _, mba_changes, loss_changes = VARIANTS[variant]
-    # The preset's fine-tuning recipe first, the caller's seed and steps last (they win).
-    train_cfg = dataclasses.replace(cfg.train, **FINETUNE_RECIPE.get(preset, {}))
-    train_cfg = dataclasses.replace(train_cfg, seed=seed, **({"steps": steps} if steps else {}))
+    # The preset's TrainConfig is its fine-tuning recipe; the caller's seed and steps win.
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, **({"steps": steps} if steps else {}))
     return dataclasses.replace(
         cfg,
         sam2=dataclasses.replace(cfg.sam2, freeze_encoder=True),
         mba=dataclasses.replace(cfg.mba, **mba_changes),
-        loss=dataclasses.replace(cfg.loss, **{**FINETUNE_SEG_LOSS.get(preset, {}), **loss_changes}),
+        loss=dataclasses.replace(cfg.loss, **loss_changes),
         train=train_cfg,
     )
 
@@ -42,19 +41,22 @@ def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None,
              eval_limit: int = 400) -> RunResult:
     """One ablation run: ``variant`` fine-tuned from the preset's foundation (cached by config hash)."""
     cfg = variant_config(preset, variant, seed, steps)
+    recipe = finetune_recipe(preset)
     runs_root = Path(runs_root or paths.runs_root())
     found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
     spec = RunSpec(stage="finetune", data_root=str(synref_root(preset, data_root)), init_from=str(found),
-                   name=f"{preset}-{variant}-s{seed}", eval_limit=eval_limit, checkpoint_every=100,
-                   train_images=FINETUNE_IMAGES.get(preset))
+                   name=f"{preset}-{variant}-s{seed}", eval_limit=eval_limit,
+                   checkpoint_every=recipe.checkpoint_every, train_images=recipe.train_images)
     return train(cfg, spec, runs_root=runs_root, progress=progress)
 
 
 def video_config(preset: str, variant: str, seed: int = 0, steps: int | None = None) -> SalmaConfig:
     """``variant_config`` with the preset's video training recipe (encoder frozen, as Sa2VA trains)."""
     cfg = variant_config(preset, variant, seed)
-    train_cfg = dataclasses.replace(cfg.train, **VIDEO_RECIPE[preset]["train"])
-    return dataclasses.replace(cfg, train=dataclasses.replace(train_cfg, seed=seed, **({"steps": steps} if steps else {})))
+    r = video_recipe(preset)
+    train_cfg = dataclasses.replace(cfg.train, lr=r.lr, batch_size=r.batch_size, grad_accum=r.grad_accum,
+                                    steps=steps or r.steps, warmup_ratio=r.warmup_ratio)
+    return dataclasses.replace(cfg, train=train_cfg)
 
 
 def finetune_video(preset: str, variant: str = "salma", seed: int = 0, steps: int | None = None,
@@ -63,22 +65,20 @@ def finetune_video(preset: str, variant: str = "salma", seed: int = 0, steps: in
                    clip_frames: int | None = None, mllm_frames: int | None = None,
                    frame_sampling: str = "first") -> RunResult:
     """One video run: ``variant`` fine-tuned from the preset's image foundation on SynRef-Video (the
-    ``video`` stage of ``salma.train``; cached by config hash), then J&F on ``valid_u`` in per_frame and
+    ``video`` stage of ``salma.train.loop``; cached by config hash), then J&F on ``valid_u`` in per_frame and
     released modes, written into the run's metrics.json (``jf`` = per_frame, ``jf_released``).
 
-    The recipe (VIDEO_RECIPE) is sized from tiny measurements, see the comment above it. Batches: each
-    micro-batch is ``batch_size`` clips of ``clip_frames`` frames (B x K decoder rows, B MLLM passes).
+    The recipe is ``salma.train.recipes.VideoRecipe``. Batches: each micro-batch is ``batch_size`` clips of
+    ``clip_frames`` frames (B x K decoder rows, B MLLM passes).
     """
-    recipe = VIDEO_RECIPE.get(preset)
-    if recipe is None:
-        raise ValueError(f"preset={preset!r} has no video recipe; accepted values: {', '.join(VIDEO_RECIPE)}")
+    recipe = video_recipe(preset)
     cfg = video_config(preset, variant, seed, steps)
     runs_root = Path(runs_root or paths.runs_root())
     found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
     spec = RunSpec(stage="video", data_root=str(synref_video_root(preset, data_root)), init_from=str(found),
-                   name=f"{preset}-video-{variant}-s{seed}", eval_limit=eval_limit or recipe["eval_limit"],
-                   checkpoint_every=50, clip_frames=clip_frames or recipe["clip_frames"],
-                   mllm_frames=mllm_frames or recipe["mllm_frames"], frame_sampling=frame_sampling)
+                   name=f"{preset}-video-{variant}-s{seed}", eval_limit=eval_limit or recipe.eval_limit,
+                   checkpoint_every=recipe.checkpoint_every, clip_frames=clip_frames or recipe.clip_frames,
+                   mllm_frames=mllm_frames or recipe.mllm_frames, frame_sampling=frame_sampling)
     return train(cfg, spec, runs_root=runs_root, progress=progress)
 
 
@@ -109,7 +109,7 @@ def run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], steps: 
 def video_run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], steps: int | None = None,
                    progress: bool = True) -> dict[str, dict[int, object]]:
     """``run_grid`` for video: every variant fine-tuned on SynRef-Video at every seed from the preset's image
-    foundation (``salma.experiments.finetune_video``; cached). Returns {variant: {seed: RunResult}}."""
+    foundation (``salma.train.experiments.finetune_video``; cached). Returns {variant: {seed: RunResult}}."""
 
     return _grid(lambda v, s: finetune_video(preset, v, seed=s, steps=steps, runs_root=paths.runs_root(),
                                              progress=progress), variants, seeds)

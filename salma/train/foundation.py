@@ -19,16 +19,16 @@ import numpy as np
 import torch
 
 from salma import paths
-from salma.config import LossConfig, MBAConfig, get_preset
+from salma.config import MBAConfig, get_preset
 from salma.data.refer import ReferDataset
 from salma.eval.image import evaluate_model
-from salma.io import sha256_file as _sha256
+from salma.io import sha256_file
 from salma.model import SalmaModel
 from salma.paths import foundation_dir
 from salma.train.datasets import synref_root, val_only_root
 from salma.train.identity import RunResult, RunSpec, git_commit, git_dirty
 from salma.train.loop import train
-from salma.train.recipes import FOUNDATION_SEG_LOSS, PRETRAIN_RECIPES, pretrain_recipe
+from salma.train.recipes import PRETRAIN_RECIPES, FoundationRecipe, pretrain_recipe
 from salma.train.store import read_log
 
 
@@ -52,7 +52,11 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
              stage0_steps: int | None = None, stage1_steps: int | None = None, progress: bool = True,
              recipe: str = "auto") -> Path:
     """Train the foundation (stage 0 then stage 1), then write it to ``foundation/<preset>/`` with a manifest."""
-    kind, recipe_values = pretrain_recipe(preset, recipe)
+    kind, chosen = pretrain_recipe(preset, recipe)
+    # what runs: the recipe with the caller's step counts (recorded in the manifest)
+    chosen = dataclasses.replace(chosen, stage0=dataclasses.replace(chosen.stage0, steps=stage0_steps or chosen.stage0.steps),
+                                 stage1=dataclasses.replace(chosen.stage1, steps=stage1_steps or chosen.stage1.steps))
+    r0_, r1_ = chosen.stage0, chosen.stage1
     # Read before anything is trained or written: the code that trains is the checkout as it is now, and
     # rewriting the shipped foundation in place would otherwise make git_dirty always true.
     provenance = {"git_commit": git_commit(), "git_dirty": git_dirty()}
@@ -60,32 +64,25 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
     root = synref_root(preset, data_root)
     base = get_preset(preset)
     start = time.time()
-    s0 = stage0_steps or recipe_values["stage0_steps"]
     cfg0 = dataclasses.replace(base, mba=MBAConfig(enabled=False),
                                sam2=dataclasses.replace(base.sam2, freeze_encoder=False),
-                               train=dataclasses.replace(base.train, lr=recipe_values["lr0"],
-                                                         batch_size=recipe_values["batch_size"],
-                                                         steps=s0, warmup_ratio=0.02))
-    r0 = train(cfg0, RunSpec(stage="stage0", data_root=str(root), name=f"{preset}-stage0", checkpoint_every=100,
-                             category_loss_weight=recipe_values.get("category0", 0.0),
-                             colour_loss_weight=recipe_values.get("colour0", 0.0)),
+                               train=dataclasses.replace(base.train, lr=r0_.lr, batch_size=r0_.batch_size,
+                                                         steps=r0_.steps, warmup_ratio=r0_.warmup_ratio))
+    r0 = train(cfg0, RunSpec(stage="stage0", data_root=str(root), name=f"{preset}-stage0",
+                             checkpoint_every=r0_.checkpoint_every, category_loss_weight=r0_.category_weight,
+                             colour_loss_weight=r0_.colour_weight),
                runs_root=runs_root, progress=progress)
-    s1 = stage1_steps or recipe_values["stage1_steps"]
     cfg1 = dataclasses.replace(
-        cfg0, loss=LossConfig(tmc_weight=0.0, boundary_weight=0.0),
-        sam2=dataclasses.replace(base.sam2, freeze_encoder=recipe_values["freeze_encoder1"]),
-        train=dataclasses.replace(cfg0.train, lr=recipe_values["lr1"], steps=s1, warmup_ratio=0.02,
-                                  batch_size=recipe_values["batch_size1"],
-                                  mllm_lr_scale=recipe_values.get("mllm_lr_scale1", 1.0)))
-    # train_images1: stage 1 reads more training images than stage 0 and fine-tuning (a given data root wins).
-    root1 = root if data_root or not recipe_values.get("train_images1") else synref_root(
-        preset, train_images=recipe_values["train_images1"])
+        cfg0, loss=dataclasses.replace(base.loss, tmc_weight=0.0, boundary_weight=0.0),
+        sam2=dataclasses.replace(base.sam2, freeze_encoder=r1_.freeze_encoder),
+        train=dataclasses.replace(cfg0.train, lr=r1_.lr, steps=r1_.steps, warmup_ratio=r1_.warmup_ratio,
+                                  batch_size=r1_.batch_size, mllm_lr_scale=r1_.mllm_lr_scale))
+    # stage 1 may read more training images than stage 0 and fine-tuning (a given data root wins)
+    root1 = root if data_root or not r1_.train_images else synref_root(preset, train_images=r1_.train_images)
     r1 = train(cfg1, RunSpec(stage="stage1", data_root=str(root1), init_from=str(r0.final), name=f"{preset}-stage1",
-                             eval_every=recipe_values["eval_every1"], eval_limit=400, checkpoint_every=100,
-                             box_loss_weight=recipe_values.get("box1", 0.0),
-                             token_loss_weight=recipe_values.get("tokens1", 0.0),
-                             prior_loss_weight=0.2, seg_bce_weight=FOUNDATION_SEG_LOSS["bce_weight"],
-                             seg_dice_weight=FOUNDATION_SEG_LOSS["dice_weight"]),
+                             eval_every=r1_.eval_every, eval_limit=r1_.eval_limit,
+                             checkpoint_every=r1_.checkpoint_every, box_loss_weight=r1_.box_weight,
+                             token_loss_weight=r1_.token_weight, prior_loss_weight=r1_.prior_weight),
                runs_root=runs_root, progress=progress)
     target = Path(out) if out else foundation_dir(preset)
     if (target / "manifest.json").is_file() and (target / "model.safetensors").is_file():
@@ -94,8 +91,7 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
             if not (target / "training_curve.png").is_file():
                 write_training_curve(target)
             return target  # already written from this very run
-    used = {**recipe_values, "stage0_steps": s0, "stage1_steps": s1}  # what ran, overrides included
-    write_foundation(r1, r0, target, preset, root, time.time() - start, provenance, recipe=(kind, used),
+    write_foundation(r1, r0, target, preset, root, time.time() - start, provenance, recipe=(kind, chosen),
                      stage1_data_root=root1)
     return target
 
@@ -114,8 +110,17 @@ def foundation_check(directory: str | Path, preset: str, n: int = FOUNDATION_CHE
     return {"samples": n, "ciou": next(r["cIoU"] for r in rows if r["subset"] == "all"), "rows": rows}
 
 
+def pretrain_command(preset: str, kind: str, recipe: FoundationRecipe) -> str:
+    """The command that trains ``recipe``: its kind, and each stage's steps where they differ from the kind's."""
+    default = PRETRAIN_RECIPES[preset][kind]
+    steps = [(i, ran.steps) for i, (ran, ref) in enumerate(((recipe.stage0, default.stage0),
+                                                             (recipe.stage1, default.stage1))) if ran.steps != ref.steps]
+    return f"python -m salma pretrain --preset {preset} --recipe {kind}" + "".join(
+        f" --stage{i}-steps {n}" for i, n in steps)
+
+
 def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, data_root: Path,
-                     wall_seconds: float, provenance: dict, recipe: tuple[str, dict] | None = None,
+                     wall_seconds: float, provenance: dict, recipe: tuple[str, FoundationRecipe] | None = None,
                      stage1_data_root: Path | None = None) -> None:
     """Copy stage 1's final model (fp16 weights) to ``target`` with its manifest and training curve.
     ``provenance``: git_commit and git_dirty as read when the training started. ``data_root``: stage 0's
@@ -129,10 +134,8 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
     manifest = {
         "what": f"SynRef foundation of the {preset} preset: stage 0 (SAM-2: class-agnostic masks, object head) + "
                 "stage 1 (Sa2VA)",
-        "command": f"python -m salma pretrain --preset {preset}" + (f" --recipe {recipe[0]}" if recipe else "")
-        + "".join(f" --stage{i}-steps {recipe[1][f'stage{i}_steps']}" for i in (0, 1)
-                  if recipe and recipe[1][f"stage{i}_steps"] != PRETRAIN_RECIPES[preset][recipe[0]][f"stage{i}_steps"]),
-        "recipe": recipe[1] if recipe else None,
+        "command": pretrain_command(preset, *recipe) if recipe else f"python -m salma pretrain --preset {preset}",
+        "recipe": dataclasses.asdict(recipe[1]) if recipe else None,
         "config_hash": model.cfg.hash(),
         "git_commit": provenance["git_commit"],
         "git_dirty": provenance["git_dirty"],
@@ -150,7 +153,7 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
                    "step_seconds": round(sum(r["seconds"] for r in log0), 1)},
         "stage1": {"steps": len(log1), "metrics": r1.metrics, "cached": r1.cached,
                    "step_seconds": round(sum(r["seconds"] for r in log1), 1)},
-        "sha256": {"model.safetensors": _sha256(target / "model.safetensors")},
+        "sha256": {"model.safetensors": sha256_file(target / "model.safetensors")},
         "licence": "CC0 (trained by the kit on generated data)",
     }
     manifest["val_check"] = foundation_check(target, preset)

@@ -12,19 +12,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from salma.config import SalmaConfig
+from salma.io import sha256_file
 
 STAGES = ("stage0", "stage1", "finetune", "video")
 
 
-# RunSpec fields that only the video stage reads: left out of other stages' hashes, so adding them kept
-# every image run's cache key.
-VIDEO_FIELDS = ("clip_frames", "mllm_frames", "frame_sampling")
-
-
-# RunSpec fields added later, left out of the hash while they hold their default (the behaviour from before
-# they existed), so that every cached run made before them keeps its key.
-LATER_SPEC_DEFAULTS = {"category_loss_weight": 0.0, "colour_loss_weight": 0.0, "box_loss_weight": 0.0,
-                       "token_loss_weight": 0.0}
+# The version of the run hash: raised whenever what a run's hash covers changes, so that a run cached under the
+# old rules is trained again rather than mistaken for the new one. Version 2 covers every field of the config
+# and of the RunSpec (version 1, unnumbered, left later-added fields out while they held their defaults); runs
+# cached under version 1 are retrained once.
+RUN_HASH_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,8 +41,6 @@ class RunSpec:
     box_loss_weight: float = 0.0  # stage 1: weight of the target-box auxiliary on the [SEG] embedding (BoxHead)
     token_loss_weight: float = 0.0  # stage 1: weight of the image-token auxiliary of the MLLM (ImageTokenHead)
     train_images: int | None = None  # use only the first N training images (bounds the feature cache)
-    seg_bce_weight: float | None = None  # override cfg.loss for this run (stage 1 from scratch: 0.5/2.0)
-    seg_dice_weight: float | None = None
     name: str = "run"
     # video stage only: frames per training clip (a contiguous window), frames the MLLM reads, and which
     # ("first": Sa2VA; "uniform": spread over the window, Sa2VA-i). train_images then counts videos.
@@ -87,17 +82,11 @@ class RunResult:
 
 # ---------------------------------------------------------------------------------------------- runs
 def run_hash(cfg: SalmaConfig, spec: RunSpec) -> str:
-    """Hash of the model config and the run spec (the run cache key)."""
-
-    fields = asdict(spec)
-    if spec.stage != "video":
-        for k in VIDEO_FIELDS:
-            fields.pop(k)
-    for k, default in LATER_SPEC_DEFAULTS.items():
-        if fields[k] == default:
-            fields.pop(k)
-    blob = json.dumps({"cfg": cfg.to_dict(), "spec": fields, "init": _file_sha(spec.init_from),
-                       "data": data_fingerprint(spec.data_root)}, sort_keys=True, default=str)
+    """Hash of the hash version, the whole model config, the whole run spec, the initial weights and the data's
+    annotation files (the run cache key)."""
+    blob = json.dumps({"version": RUN_HASH_VERSION, "cfg": cfg.to_dict(), "spec": asdict(spec),
+                       "init": _file_sha(spec.init_from), "data": data_fingerprint(spec.data_root)},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -119,30 +108,21 @@ def data_fingerprint(data_root: str | None) -> str | None:
     h = hashlib.sha256()
     for p in files:
         st = p.stat()
-        h.update(f"{p.relative_to(root).as_posix()}:{_cached_sha256(str(p), st.st_mtime_ns, st.st_size)};".encode())
+        h.update(f"{p.relative_to(root).as_posix()}:{_cachedsha256_file(str(p), st.st_mtime_ns, st.st_size)};".encode())
     return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+def _cachedsha256_file(path: str, mtime_ns: int, size: int) -> str:
     # keyed by mtime and size too, so a file rewritten in place is hashed again
-    return _sha256(Path(path))
+    return sha256_file(Path(path))
 
 
 def _file_sha(init_from: str | None) -> str | None:
     if init_from is None:
         return None
     path = Path(init_from) / "model.safetensors"
-    return _sha256(path) if path.is_file() else None
-
-
-def _sha256(path: Path) -> str:
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def _git(*args: str) -> str | None:

@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -144,12 +144,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     torch.manual_seed(cfg.train.seed)
-    loss_cfg = cfg.loss
-    if spec.seg_bce_weight is not None or spec.seg_dice_weight is not None:
-        loss_cfg = replace(loss_cfg, bce_weight=spec.seg_bce_weight if spec.seg_bce_weight is not None
-                           else loss_cfg.bce_weight, dice_weight=spec.seg_dice_weight
-                           if spec.seg_dice_weight is not None else loss_cfg.dice_weight)
-    model = build_model(replace(cfg, loss=loss_cfg), spec)
+    model = build_model(cfg, spec)
     if spec.stage == "video":
         scenes = TrainClips(VideoReferDataset(spec.data_root, split="train"), spec.train_images)
     else:

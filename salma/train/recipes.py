@@ -1,18 +1,18 @@
-"""The kit's runs as named recipes: the SynRef data a preset uses, the foundation, the ablation variants.
+"""The kit's recipes as typed, frozen dataclasses: the ablation variants, the foundation's two stages, image
+and video fine-tuning, and the SynRef-Video sizes of each preset.
 
-Paper Table 2 rows and Table 3 variants become ``VARIANTS``; each is a change of the preset's config. Every
-fine-tuning run starts from the same foundation (DESIGN.md "Foundation, then fine-tuning") with the SAM-2
-image encoder frozen, as Sa2VA and SALMA train, so differences between runs come from the method.
+One source for each value. A fine-tuning run's learning rate, batch size, length and segmentation-loss weights
+are the preset's own ``TrainConfig`` and ``LossConfig`` (salma/config.py); a recipe holds only what a preset
+does not (the stages of the foundation, the video runs' clip settings, how many images a run reads). Each
+default is the paper's value or the measured one, with its reason beside it; the measurements behind them are
+in docs/foundation.md section "Fine-tuning recipe choices".
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 
-def _variant(mba: dict, loss: dict) -> dict:
-    return {"mba": mba, "loss": loss}
-
-
-# name -> (description, changes to MBAConfig, changes to LossConfig). Paper Table 2 and Table 3.
+# name -> (description, changes to MBAConfig, changes to LossConfig). Paper Table 2 rows and Table 3 variants.
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "baseline": ("Sa2VA baseline (no pre-pass, no MBA)", {"enabled": False}, {"tmc_weight": 0.0, "boundary_weight": 0.0}),
     "mba": ("+MBA", {}, {"tmc_weight": 0.0, "boundary_weight": 0.0}),
@@ -25,100 +25,138 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
 }
 
 
-# The segmentation-loss weights of every fine-tuning run (image and video) at the presets that start from a
-# SynRef foundation: the weights the foundation's stage 1 was trained with (0.5 BCE + 2.0 Dice, ``pretrain``;
-# REFERENCE 9: Sa2VA's 2.0 BCE + 0.5 Dice collapses to empty masks from scratch). Switching to Sa2VA's weights
-# for fine-tuning undoes part of the foundation. Measured on this CPU (2026-11-23, small, baseline, seed 0,
-# from the shipped foundation: val cIoU 32.0, SynRef-Video J&F 39.3 per_frame on the first 40 valid_u
-# expressions without any video training): 250 image steps with 2.0 / 0.5 -> val cIoU 28.9 (28.15 +- 0.69 over
-# 3 seeds), with 0.5 / 2.0 -> 32.0; 200 video steps with 2.0 / 0.5 -> J&F 23.1 (1200 steps: 25.4), with
-# 0.5 / 2.0 -> 38.1. The paper preset (real pretrained weights) keeps Sa2VA's weights.
-FOUNDATION_SEG_LOSS: dict[str, float] = {"bce_weight": 0.5, "dice_weight": 2.0}
+@dataclass(frozen=True)
+class Stage0Recipe:
+    """Stage 0 of the foundation: SAM-2 alone, class-agnostic, with the object head (salma.train.heads)."""
+
+    steps: int = 2400  # point cIoU 0.79 at 2400 steps; a stalled stage 0 never grounded later (docs/method.md section 9)
+    lr: float = 3e-4  # 1e-3 is too high for SAM-2 from scratch, 3e-4 works (docs/method.md section 9)
+    batch_size: int = 16
+    warmup_ratio: float = 0.02
+    category_weight: float = 0.5  # the object head's category term: the frozen encoder told shape at 35% without it
+    colour_weight: float = 0.5  # its colour term: with the category term alone colour fell from 99% to 80%
+    checkpoint_every: int = 100
 
 
-FINETUNE_SEG_LOSS: dict[str, dict] = {"tiny": FOUNDATION_SEG_LOSS, "small": FOUNDATION_SEG_LOSS}
+@dataclass(frozen=True)
+class Stage1Recipe:
+    """Stage 1 of the foundation: the Sa2VA baseline on SynRef until it grounds."""
+
+    steps: int = 9000  # val cIoU still rising at 6000 steps (docs/foundation.md section "History")
+    lr: float = 1e-4  # at 3e-4 stage 1 sat at the largest-object floor for 2000 steps
+    batch_size: int = 32
+    warmup_ratio: float = 0.02
+    freeze_encoder: bool = True  # SAM-2's encoder frozen and its features cached: what makes a CPU run feasible
+    eval_every: int = 500
+    eval_limit: int = 400
+    box_weight: float = 1.0  # the target-box read-out of the [SEG] embedding (BoxHead)
+    token_weight: float = 1.0  # the image-token read-out of the MLLM (ImageTokenHead)
+    prior_weight: float = 0.2  # keeps the dummy-prompt -> union objective alive while the decoder learns language
+    train_images: int | None = 20000  # on the preset's 10,000 images stage 1 fitted them (train 0.70 vs val 0.59)
+    mllm_lr_scale: float = 1.0  # three times the MLLM's rate learnt no faster (0.237 at step 500)
+    checkpoint_every: int = 100
 
 
-# Fine-tuning learning rates and lengths the CPU measurements support (see the training issue's note).
-FINETUNE_RECIPE: dict[str, dict] = {
-    "tiny": {"lr": 3e-4, "batch_size": 8, "steps": 20},
-    "small": {"lr": 1e-4, "batch_size": 16, "steps": 250},
-}
+@dataclass(frozen=True)
+class FoundationRecipe:
+    """Both stages of ``python -m salma pretrain`` for one preset and kind (cpu or gpu)."""
+
+    stage0: Stage0Recipe = field(default_factory=Stage0Recipe)
+    stage1: Stage1Recipe = field(default_factory=Stage1Recipe)
 
 
-# Fine-tuning draws from the first N training images: their frozen-encoder features are computed once per
-# process and shared by every run (a few minutes for 3000 images on a 2-core CPU).
-FINETUNE_IMAGES: dict[str, int | None] = {"tiny": None, "small": 3000}
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """What an image fine-tuning run reads besides the preset's TrainConfig and LossConfig."""
+
+    # the first N training images: their frozen-encoder features are computed once per process and shared by
+    # every run (a few minutes for 3000 images on a 2-core CPU); None: all of the preset's
+    train_images: int | None = None
+    checkpoint_every: int = 100
 
 
-# ---------------------------------------------------------------------------------------------- video
-# SynRef-Video of each preset (frames as large as the preset's SynRef scenes). small = the generator's defaults.
-VIDEO_DATA: dict[str, dict] = {
-    "tiny": {"scene_size": 32, "n_frames": 8, "n_videos": {"train": 24, "valid_u": 6}},
-    "small": {"scene_size": 64, "n_frames": 12, "n_videos": {"train": 400, "valid_u": 60}},
-}
+@dataclass(frozen=True)
+class VideoRecipe:
+    """Video fine-tuning from the image foundation (Sa2VA's per-frame decoder training), then J&F on valid_u."""
+
+    lr: float = 1e-4
+    batch_size: int = 4  # clips of clip_frames frames: batch_size x clip_frames decoder rows, batch_size MLLM passes
+    grad_accum: int = 1
+    steps: int = 200  # 1200 steps scored no better than 200 at this scale (docs/foundation.md)
+    warmup_ratio: float = 0.05
+    clip_frames: int = 5
+    mllm_frames: int = 5  # Sa2VA's MLLM reads 5 frames of a clip
+    eval_limit: int = 40
+    checkpoint_every: int = 50
 
 
-# Video fine-tuning recipes: TrainConfig changes ("train") and the run's clip settings. Measured on this CPU
-# (2026-11-23, 2 threads, baseline, seed 0, from the shipped foundation, J&F per_frame on the first 40 valid_u
-# expressions; floors on the same 40: largest object per frame 25.6, first-frame GT copied 42.3): the foundation
-# with no video training scores 39.3 (appearance 45.9, motion 35.3); with the foundation's loss weights
-# (FINETUNE_SEG_LOSS) 200 steps give 38.1 and 1200 steps 37.9 (appearance 41.0, motion 36.1; 18 min on a
-# shared CPU): longer video training does not help at this scale, so the recipe is short. (With Sa2VA's
-# 2.0 BCE + 0.5 Dice: 23.1 after 200 steps, 25.4 after 1200.)
-VIDEO_RECIPE: dict[str, dict] = {
-    "tiny": {"train": {"lr": 3e-4, "batch_size": 2, "grad_accum": 1, "steps": 10, "warmup_ratio": 0.1},
-             "clip_frames": 4, "mllm_frames": 5, "eval_limit": 6},
-    "small": {"train": {"lr": 1e-4, "batch_size": 4, "grad_accum": 1, "steps": 200, "warmup_ratio": 0.05},
-              "clip_frames": 5, "mllm_frames": 5, "eval_limit": 40},
-}
+@dataclass(frozen=True)
+class VideoData:
+    """The SynRef-Video dataset of a preset (frames as large as the preset's SynRef scenes)."""
+
+    scene_size: int = 64
+    n_frames: int = 12
+    n_videos: dict[str, int] = field(default_factory=lambda: {"train": 400, "valid_u": 60})
 
 
-# Foundation recipes per preset: stage 0 (SAM-2 class-agnostic) then stage 1 (Sa2VA baseline).
-# "cpu" (the default on any device; it made the shipped foundation) keeps the SAM-2 image encoder frozen in
-# stage 1, its features computed once and cached, which makes a 2-core CPU run feasible. "gpu" trains the
-# whole model with batch 64 as the probe that grounded did (REFERENCE 9). Measured on one H100 (2026-11-23,
-# SynRef with decoys): stage 0 reached point cIoU 0.82 and prior/union IoU 0.97 in 1500 steps (0.16 s/step),
-# but stage 1 (3500 steps, 0.12 s/step) stayed at val cIoU 0.22 (0.218 / 0.215 / 0.213 at steps 1000-3000):
-# it did not ground, so it is not the default.
-PRETRAIN_RECIPES: dict[str, dict[str, dict]] = {
-    "tiny": {
-        "cpu": {"stage0_steps": 40, "stage1_steps": 40, "batch_size": 8, "lr0": 3e-4, "lr1": 3e-4,
-                "batch_size1": 8, "freeze_encoder1": True, "eval_every1": 0, "category0": 0.5, "colour0": 0.5},
-    },
+# Foundation recipes per preset and kind. "cpu" (the default on any device; it made the shipped foundation)
+# keeps the SAM-2 image encoder frozen in stage 1. "gpu" trains the whole model with batch 64, as the from-scratch
+# probe that grounded did; it has not been run with the object head and the read-outs (docs/foundation.md).
+PRETRAIN_RECIPES: dict[str, dict[str, FoundationRecipe]] = {
+    "tiny": {"cpu": FoundationRecipe(
+        Stage0Recipe(steps=40, batch_size=8),
+        Stage1Recipe(steps=40, lr=3e-4, batch_size=8, eval_every=0, box_weight=0.0, token_weight=0.0,
+                     train_images=None))},
     "small": {
-        # Stage 0 trains SAM-2 with the object head (category + colour, ObjectHead) for 2400 steps; stage 1 trains
-        # the Sa2VA baseline at lr 1e-4 for 9000 steps with the box and image-token read-outs of the MLLM (BoxHead,
-        # ImageTokenHead). Each piece was measured against the one before (README, "The foundation"); the 0.421
-        # foundation of 2026-11-23 had a 1200-step class-agnostic stage 0 and neither read-out. At lr1 3e-4 stage 1
-        # sat at the largest-object floor (0.21) for 2000 steps. Stage 1 reads 20,000 training images
-        # (train_images1; stage 0 and fine-tuning read the preset's 10,000): on 10,000 it fitted them (train cIoU
-        # 0.70 vs val 0.59 at step 9000) and its val cIoU stayed at 0.58-0.59 from step 6000 on.
-        "cpu": {"stage0_steps": 2400, "stage1_steps": 9000, "batch_size": 16, "lr0": 3e-4, "lr1": 1e-4,
-                "batch_size1": 32, "freeze_encoder1": True, "eval_every1": 500, "category0": 0.5,
-                "colour0": 0.5, "box1": 1.0, "tokens1": 1.0, "train_images1": 20000},
-        # The gpu recipe has not been run with the object head, the read-outs or 20,000 stage-1 images (no GPU lent
-        # since they exist). Its stage 1 sees 224,000 samples (the cpu recipe's: 288,000), so it reads the same
-        # 20,000 images, against the overfitting measured on 10,000.
-        "gpu": {"stage0_steps": 1500, "stage1_steps": 3500, "batch_size": 64, "lr0": 3e-4, "lr1": 3e-4,
-                "batch_size1": 64, "freeze_encoder1": False, "eval_every1": 1000, "category0": 0.5,
-                "colour0": 0.5, "box1": 1.0, "tokens1": 1.0, "train_images1": 20000},
+        "cpu": FoundationRecipe(),
+        "gpu": FoundationRecipe(Stage0Recipe(steps=1500, batch_size=64),
+                                Stage1Recipe(steps=3500, lr=3e-4, batch_size=64, freeze_encoder=False,
+                                             eval_every=1000)),
     },
 }
-
-
 RECIPE_KINDS = ("auto", "cpu", "gpu")
 
+FINETUNE_RECIPES: dict[str, FinetuneRecipe] = {"tiny": FinetuneRecipe(), "small": FinetuneRecipe(train_images=3000),
+                                               "paper": FinetuneRecipe()}
 
-def pretrain_recipe(preset: str, kind: str = "auto") -> tuple[str, dict]:
-    """(resolved kind, recipe) of a preset; ``auto`` is ``cpu`` (see PRETRAIN_RECIPES)."""
-    if preset not in PRETRAIN_RECIPES:
-        raise ValueError(f"preset={preset!r} has no foundation recipe; accepted values: {', '.join(PRETRAIN_RECIPES)}")
+VIDEO_RECIPES: dict[str, VideoRecipe] = {
+    "tiny": VideoRecipe(lr=3e-4, batch_size=2, steps=10, warmup_ratio=0.1, clip_frames=4, eval_limit=6),
+    "small": VideoRecipe(),
+}
+
+VIDEO_DATA: dict[str, VideoData] = {
+    "tiny": VideoData(scene_size=32, n_frames=8, n_videos={"train": 24, "valid_u": 6}),
+    "small": VideoData(),
+}
+
+
+def _pick(table: dict, preset: str, what: str):
+    if preset not in table:
+        raise ValueError(f"preset={preset!r} has no {what}; accepted values: {', '.join(table)}")
+    return table[preset]
+
+
+def pretrain_recipe(preset: str, kind: str = "auto") -> tuple[str, FoundationRecipe]:
+    """(resolved kind, recipe) of a preset's foundation; ``auto`` is ``cpu`` (see PRETRAIN_RECIPES)."""
+    recipes = _pick(PRETRAIN_RECIPES, preset, "foundation recipe")
     if kind not in RECIPE_KINDS:
         raise ValueError(f"recipe={kind!r}; accepted values: {', '.join(RECIPE_KINDS)}")
-    recipes = PRETRAIN_RECIPES[preset]
-    if kind == "auto":
-        kind = "cpu"
+    kind = "cpu" if kind == "auto" else kind
     if kind not in recipes:
         raise ValueError(f"the {preset} preset has no {kind!r} recipe; accepted values: {', '.join(recipes)}")
     return kind, recipes[kind]
+
+
+def finetune_recipe(preset: str) -> FinetuneRecipe:
+    """The image fine-tuning recipe of a preset."""
+    return _pick(FINETUNE_RECIPES, preset, "fine-tuning recipe")
+
+
+def video_recipe(preset: str) -> VideoRecipe:
+    """The video fine-tuning recipe of a preset."""
+    return _pick(VIDEO_RECIPES, preset, "video recipe")
+
+
+def video_data(preset: str) -> VideoData:
+    """The SynRef-Video sizes of a preset."""
+    return _pick(VIDEO_DATA, preset, "SynRef-Video size")
