@@ -71,8 +71,8 @@ def stubbed_pretrain(monkeypatch, tmp_path):
     import inspect
     from types import SimpleNamespace
 
-    from salma.train.identity import RunResult
     from salma.train import foundation as foundation_module
+    from salma.train.identity import RunResult
 
     stub = SimpleNamespace(trained=[], written={}, foundation_module=foundation_module)
     write_signature = inspect.signature(foundation_module.write_foundation)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from salma import io as salma_io
+from salma.cli import results as C
+from salma.report import markdown as M
 from salma.report import results as R
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
@@ -95,7 +98,7 @@ def test_a_file_without_provenance_says_so(text):
     assert "provenance not recorded" in body
     assert "provenance" not in fixture("03_losses")
     # its numbers are still shown
-    assert R.fmt(fixture("03_losses")["tmc_chance"]) in body
+    assert M.fmt(fixture("03_losses")["tmc_chance"]) in body
     others = [n for n in NOTEBOOKS if n != "03_losses"]
     assert all("provenance not recorded" not in section(text, n) for n in others)
 
@@ -104,9 +107,9 @@ def test_foundation_numbers_and_manifest_provenance(text):
     body = section(text, "foundation")
     m = json.loads(MANIFEST.read_text())
     assert "0.671" in body  # stage 1's val cIoU, 0.67108..., at 3 decimals
-    assert R.fmt(m["val_check"]["ciou"]) in body and R.fmt(m["stage0"]["metrics"]["point_ciou"]) in body
+    assert M.fmt(m["val_check"]["ciou"]) in body and M.fmt(m["stage0"]["metrics"]["point_ciou"]) in body
     for row in m["stage1"]["metrics"]["val"]:
-        assert R.fmt(row["cIoU"]) in body and R.fmt(row["gIoU"]) in body
+        assert M.fmt(row["cIoU"]) in body and M.fmt(row["gIoU"]) in body
     line = next(ln for ln in body.splitlines() if ln.startswith("Provenance:"))
     assert m["git_commit"] in line and m["command"] in line and m["device"] in line
     assert "date not recorded" in line and "machine not recorded" in line  # the manifest has neither
@@ -119,8 +122,8 @@ def test_numbers_of_each_notebook_appear(text):
     for row in f["table2"] + f["table3"]:
         assert row["ours: SynRef val cIoU (%)"] in body and row["per seed"] in body
     salma = next(r for r in f["table2"] if r["variant"] == "salma")
-    assert f"| {R.fmt(salma['paper: RefCOCOg test cIoU (%)'])} |" in body
-    assert R.fmt(f["rows"][0]["cIoU"]) in body
+    assert f"| {M.fmt(salma['paper: RefCOCOg test cIoU (%)'])} |" in body
+    assert M.fmt(f["rows"][0]["cIoU"]) in body
     assert all(v in body for v in f["verdicts"])
 
     f = fixture("06_saliency_bias")
@@ -140,27 +143,27 @@ def test_numbers_of_each_notebook_appear(text):
     f = fixture("09_efficiency")
     body = section(text, "09_efficiency")
     pre = next(r for r in f["table"] if r["key"] == "prepass")
-    assert R.fmt(pre["GMAC"]) in body and R.fmt(f["latency"]["b_of_medians"]) in body
-    assert R.fmt(f["latency"]["overheads"][0]["overhead_pct"]) in body
+    assert M.fmt(pre["GMAC"]) in body and M.fmt(f["latency"]["b_of_medians"]) in body
+    assert M.fmt(f["latency"]["overheads"][0]["overhead_pct"]) in body
 
     f = fixture("10_video")
     body = section(text, "10_video")
     assert all(r["ours: SynRef-Video valid_u J&F (%)"] in body for r in f["table2"])
-    assert R.fmt(f["floors"][0]["J&F"]) in body and R.fmt(f["long_clip"][0]["rss_growth_mb"]) in body
-    assert R.fmt(f["cost"]["modes"]["per_frame"]["salma"]["extras_pct_of_frame"]) in body
+    assert M.fmt(f["floors"][0]["J&F"]) in body and M.fmt(f["long_clip"][0]["rss_growth_mb"]) in body
+    assert M.fmt(f["cost"]["modes"]["per_frame"]["salma"]["extras_pct_of_frame"]) in body
     assert all(v in body for v in f["verdicts"])
 
-    assert R.fmt(fixture("01_prepass_prior")["foundation"]["iou_union"]) in section(text, "01_prepass_prior")
+    assert M.fmt(fixture("01_prepass_prior")["foundation"]["iou_union"]) in section(text, "01_prepass_prior")
     f = fixture("02_mba_gating")
-    assert R.fmt(f["eq2_error"]) in section(text, "02_mba_gating") and R.fmt(f["gamma"]["bias"]) in text
+    assert M.fmt(f["eq2_error"]) in section(text, "02_mba_gating") and M.fmt(f["gamma"]["bias"]) in text
     f = fixture("04_training_run")
-    assert R.fmt(f["ciou"]) in section(text, "04_training_run") and f["verdict"] in text
+    assert M.fmt(f["ciou"]) in section(text, "04_training_run") and f["verdict"] in text
     assert fixture("00_environment")["versions"]["torch"] in section(text, "00_environment")
 
 
 def test_paper_numbers_only_under_paper_labels(text):
-    paper = {R.fmt(v) for r in fixture("05_ablation")["table2"] for k, v in r.items() if k.startswith("paper")}
-    paper |= {R.fmt(v) for v in fixture("09_efficiency")["paper"]["fps"].values()}
+    paper = {M.fmt(v) for r in fixture("05_ablation")["table2"] for k, v in r.items() if k.startswith("paper")}
+    paper |= {M.fmt(v) for v in fixture("09_efficiency")["paper"]["fps"].values()}
     found = cells_by_column(text)
     assert any(c in paper for _, _, c in found)
     for header, row, cell in found:
@@ -220,7 +223,7 @@ def test_extra_and_missing_columns_do_not_break_it(tmp_path):
     data["final"] = [1, 2]
     (tmp_path / "04_training_run.json").write_text(json.dumps(data))
     body = section(R.render_results(tmp_path, None), "04_training_run")
-    assert "was not recognised" in body and data["verdict"] in body and R.fmt(data["ciou"]) in body
+    assert "was not recognised" in body and data["verdict"] in body and M.fmt(data["ciou"]) in body
 
 
 def test_a_benchmark_without_latency_and_a_single_seed(tmp_path):
@@ -246,7 +249,7 @@ def test_write_results_is_atomic_and_deterministic(tmp_path, monkeypatch):
         replaced.append((Path(src), Path(dst)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(R.os, "replace", spy)
+    monkeypatch.setattr(salma_io.os, "replace", spy)
     assert R.write_results(FIXTURES, out, MANIFEST) == out
     (src, dst), = replaced
     assert dst == out and src.parent == out.parent and src != out
@@ -265,7 +268,7 @@ def test_write_results_is_atomic_and_deterministic(tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(R.os, "replace", fail)
+    monkeypatch.setattr(salma_io.os, "replace", fail)
     with pytest.raises(OSError):
         R.write_results(FIXTURES / "none", out, None)
     assert out.read_bytes() == first
@@ -293,7 +296,7 @@ def test_every_number_comes_from_a_fixture(text):
         allowed |= set(NUMBER.findall(raw))
         for v in _leaves(json.loads(raw)):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                allowed |= set(NUMBER.findall(R.fmt(v)))
+                allowed |= set(NUMBER.findall(M.fmt(v)))
     fixed = [R.HEADER] + [R._heading(n) for n in R.SECTIONS] + [R.REPRODUCE.format(number=n[:2]) for n in NOTEBOOKS]
     allowed |= {x for t in fixed for x in NUMBER.findall(t)}
     unexplained = sorted(set(NUMBER.findall(text)) - allowed)
@@ -303,36 +306,36 @@ def test_every_number_comes_from_a_fixture(text):
 
 
 def test_fmt():
-    assert R.fmt(0.6710884158586264) == "0.671"
-    assert R.fmt(77.45) == "77.45" and R.fmt(65.0) == "65.0" and R.fmt(250) == "250"
-    assert R.fmt(1490.6000000000001) == "1490.6" and R.fmt(0.5901) == "0.59"
-    assert R.fmt(4.76837158203125e-07) == "4.77e-07" and R.fmt(0.0388123) == "0.0388"
-    assert R.fmt(True) == "true" and R.fmt(None) == "-" and R.fmt(float("nan")) == "-"
-    assert R.fmt([0, 1, 2]) == "0, 1, 2" and R.fmt("a | b") == "a | b"
-    assert R.fmt({"median": 0.5, "q25": 0.25, "q75": 0.75, "min": 0.1, "max": 0.9, "n": 3}) == (
+    assert M.fmt(0.6710884158586264) == "0.671"
+    assert M.fmt(77.45) == "77.45" and M.fmt(65.0) == "65.0" and M.fmt(250) == "250"
+    assert M.fmt(1490.6000000000001) == "1490.6" and M.fmt(0.5901) == "0.59"
+    assert M.fmt(4.76837158203125e-07) == "4.77e-07" and M.fmt(0.0388123) == "0.0388"
+    assert M.fmt(True) == "true" and M.fmt(None) == "-" and M.fmt(float("nan")) == "-"
+    assert M.fmt([0, 1, 2]) == "0, 1, 2" and M.fmt("a | b") == "a | b"
+    assert M.fmt({"median": 0.5, "q25": 0.25, "q75": 0.75, "min": 0.1, "max": 0.9, "n": 3}) == (
         "median 0.5 (IQR 0.25 to 0.75, min 0.1, max 0.9, n=3)")
-    assert R.table([{"a": "x|y", "b": 1}, {"b": 2.0, "c": None}]) == (
+    assert M.table([{"a": "x|y", "b": 1}, {"b": 2.0, "c": None}]) == (
         "| a | b | c |\n|---|---|---|\n| x\\|y | 1 | - |\n| - | 2.0 | - |")
 
 
 # ------------------------------------------------------------------------------------------ command line
 def test_command_line(tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
-    R.add_arguments(parser)
+    C.add_arguments(parser)
     out = tmp_path / "RESULTS.md"
     args = parser.parse_args(["--figures", str(FIXTURES), "--out", str(out), "--foundation", str(MANIFEST)])
-    assert R.run(args) == 0
+    assert C.run(args) == 0
     assert out.read_text() == R.render_results(FIXTURES, MANIFEST)
     assert "03_losses: provenance not recorded" in capsys.readouterr().out
     check = parser.parse_args(["--figures", str(FIXTURES), "--out", str(out), "--foundation", str(MANIFEST), "--check"])
-    assert R.run(check) == 0
+    assert C.run(check) == 0
     out.write_text(out.read_text() + "edited by hand\n")
-    assert R.run(check) == 1
+    assert C.run(check) == 1
 
     monkeypatch.setenv("SALMA_FIGURES_DIR", str(tmp_path / "figs"))
-    figures, results_md, manifest = R._defaults()
+    figures, results_md, manifest = C._defaults()
     assert figures == tmp_path / "figs"
     assert results_md.name == "RESULTS.md" and (results_md.parent / "pyproject.toml").is_file()
     assert manifest is None or manifest.name == "manifest.json"
     monkeypatch.delenv("SALMA_FIGURES_DIR")
-    assert R._defaults()[0] == results_md.parent / "figures"
+    assert C._defaults()[0] == results_md.parent / "figures"

@@ -20,10 +20,10 @@ from salma.checkpoint import load_state_dict
 from salma.config import LossConfig, get_preset
 from salma.data.refer import ReferDataset
 from salma.data.synref import generate_synref
+from salma.train import identity as identity_module
 from salma.train.batches import TrainScenes
 from salma.train.identity import RunSpec, git_commit, git_dirty
 from salma.train.loop import build_model, lr_at, train
-from salma.train import identity as identity_module
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 CONVENTION = ("torch.utils.flop_counter: matrix products, convolutions and attention, element-wise work left "
@@ -104,8 +105,6 @@ def count_flops(fn: Callable[[], Any], fake: bool = False, modules: Sequence[tor
 
     ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
     if fake:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
         ctx = FakeTensorMode(allow_non_fake_inputs=True)
     with frozen(*modules), ctx, torch.no_grad(), \
             FlopCounterMode(display=False, custom_mapping=_extra_formulas()) as counter:

@@ -20,9 +20,13 @@ import time
 from pathlib import Path
 
 from salma.data import manifest as mf
+from salma.data.refer import ReferDataset
+from salma.data.synref import generate_synref
 from salma.data.synref_clip import SPLITS as VIDEO_SPLITS
-from salma.data.synref_video import DEFAULT_N_VIDEOS
+from salma.data.synref_video import DEFAULT_N_VIDEOS, generate_synref_video
 from salma.data.synref_words import DEFAULT_N_IMAGES, SPLITS
+from salma.eval.floors import evaluate_trivial
+from salma.eval.metrics import rows_to_markdown
 
 # The synthetic datasets: name -> (default count per split, what a split counts).
 GENERATED = {"synref": (DEFAULT_N_IMAGES, "images"), "synref_video": (DEFAULT_N_VIDEOS, "clips")}
@@ -84,9 +88,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
 
     if args.data_command == "generate":
-        from salma.data.synref import generate_synref
-        from salma.data.synref_video import generate_synref_video
-
         defaults, unit = GENERATED[args.dataset]
         # Split flags are shared by both datasets: refuse one the chosen dataset does not have.
         wrong = [f"--{s}" for s in dict.fromkeys(SPLITS + VIDEO_SPLITS) if s not in defaults
@@ -128,10 +129,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"manifest written to {out}")
         return 0
     if args.data_command == "trivial":
-        from salma.data.refer import ReferDataset
-        from salma.eval.floors import evaluate_trivial
-        from salma.eval.metrics import rows_to_markdown
-
         ds = ReferDataset(args.root, args.dataset, args.split_by, args.split, args.image_root)
         results = evaluate_trivial(ds, limit=args.limit, progress=not args.no_progress)
         print(f"Trivial predictors on {ds.dataset} ({ds.split_by}) {ds.split}; cIoU = sum I / sum U, "

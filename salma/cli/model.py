@@ -29,6 +29,7 @@ from salma.eval.video import write_video_result
 from salma.model import SalmaModel
 from salma.train.experiments import finetune, finetune_video
 from salma.train.foundation import pretrain
+from salma.video import clip_predictor
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,9 +104,6 @@ def _run_evaluate_video(args: argparse.Namespace, root: Path, split: str) -> int
     predict_clip = None
     title = f"{args.dataset or root.resolve().name} {split}"
     if args.checkpoint is not None and not args.trivial_only:
-        from salma.model import SalmaModel
-        from salma.video import clip_predictor
-
         model = SalmaModel.from_pretrained(args.checkpoint)
         predict_clip = clip_predictor(model, mode=args.video_mode, mllm_frames=args.mllm_frames,
                                       frame_sampling=args.frame_sampling, offload=args.offload)

@@ -6,7 +6,9 @@ looked up by the runs that fine-tune from it (``ensure_foundation``).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import os
 import platform
 import shutil
 import time
@@ -136,6 +138,9 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
                 "stage 1 (Sa2VA)",
         "command": pretrain_command(preset, *recipe) if recipe else f"python -m salma pretrain --preset {preset}",
         "recipe": dataclasses.asdict(recipe[1]) if recipe else None,
+        "preset": preset,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         "config_hash": model.cfg.hash(),
         "git_commit": provenance["git_commit"],
         "git_dirty": provenance["git_dirty"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from salma.config import SalmaConfig
 from salma.io import sha256_file
+from salma.video import FRAME_SAMPLING
 
 STAGES = ("stage0", "stage1", "finetune", "video")
 
@@ -52,8 +53,6 @@ class RunSpec:
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r}; accepted values: {', '.join(STAGES)}")
         if self.stage == "video":
-            from salma.video import FRAME_SAMPLING
-
             if self.clip_frames < 1 or self.mllm_frames < 1:
                 raise ValueError(f"clip_frames={self.clip_frames} and mllm_frames={self.mllm_frames} must be >= 1")
             if self.frame_sampling not in FRAME_SAMPLING:
