@@ -1,4 +1,4 @@
-"""Checkpoint files: safetensors written atomically, read with clear errors (DESIGN.md "Conventions").
+"""Checkpoint files: safetensors written atomically, read with clear errors (docs/design.md section "Conventions").
 
 A checkpoint is never half-written: we write to a temporary file in the same directory and ``os.replace``
 it, so a killed run leaves the previous checkpoint intact. Tied weights (InternVL's Qwen2 ties the LM head

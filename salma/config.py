@@ -1,6 +1,6 @@
-"""Frozen configuration dataclasses and the named presets (DESIGN.md "Presets").
+"""Frozen configuration dataclasses and the named presets (docs/design.md section "Presets").
 
-Defaults are the paper's values (REFERENCE.md sections 2-3): MBA top-K 2, 8 heads, tau_gate 1.0, gamma
+Defaults are the paper's values (docs/method.md sections 2-3): MBA top-K 2, 8 heads, tau_gate 1.0, gamma
 initialised at 0 with a 5% linear warm-up; L_seg = 2.0 BCE + 0.5 Dice; TMC 0.1 at temperature 0.15;
 boundary 0.05; LoRA r=128, alpha=256, dropout 0.05. The presets only change sizes.
 
@@ -35,7 +35,7 @@ class SAM2Config:
     prompt_dim: int = 256
     overrides: tuple[str, ...] = ()
     checkpoint: str | None = None  # local path to a SAM-2 .pt checkpoint; never fetched
-    multimask_prior: bool = True  # pre-pass keeps the best-IoU of the 3 masks (REFERENCE 3.1)
+    multimask_prior: bool = True  # pre-pass keeps the best-IoU of the 3 masks (docs/method.md section 3.1)
     freeze_encoder: bool = True  # Sa2VA/SALMA freeze SAM-2's image encoder; the embedded presets train it
 
 
@@ -113,7 +113,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The paper's recipe (Sec. 4.1) with learning rates the CPU measurements support (REFERENCE 9)."""
+    """The paper's recipe (Sec. 4.1) with learning rates the CPU measurements support (docs/method.md section 9)."""
 
     lr: float = 4e-5
     weight_decay: float = 0.05
@@ -192,7 +192,7 @@ class SalmaConfig:
 
 
 def _tiny_sam2_overrides(image_size: int, embed: int, d_model: int, feat: int) -> tuple[str, ...]:
-    """Hydra overrides that shrink ``sam2.1_hiera_t`` (REFERENCE 9). Global attention sits on block 3,
+    """Hydra overrides that shrink ``sam2.1_hiera_t`` (docs/method.md section 9). Global attention sits on block 3,
     which is not a pooling block (a pooling block with global attention divides by zero in Hiera)."""
     return (
         f"++model.image_size={image_size}",

@@ -1,4 +1,4 @@
-"""Training losses: paper Sec. 3.3-3.4 (REFERENCE.md section 3.3).
+"""Training losses: paper Sec. 3.3-3.4 (docs/method.md section 3.3).
 
     L_total = L_seg + w_aux * (lambda_tmc * L_tmc + lambda_bound * L_bound) (+ lambda_lm * L_lm)
 
@@ -8,7 +8,7 @@
 - L_bound: L1 between 3x3 Sobel gradient magnitudes of sigmoid(prediction) and of the ground truth.
 - w_aux is the auxiliary losses' linear warm-up (``salma.mba.linear_warmup``; paper 5%).
 
-Two failures of the released code (REFERENCE.md 3.5) are designed out: TMC resizes the mask to the
+Two failures of the released code (docs/method.md section 3.5) are designed out: TMC resizes the mask to the
 feature map instead of hitting a shape error that a try/except turned into a zero loss (item 4), and the
 boundary loss normalises every sample by a fixed constant, not by the first sample's maximum (item 5).
 All losses are computed in float32, whatever the autocast dtype of their inputs.
@@ -103,7 +103,7 @@ def masked_average(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     features: (B, C, h, w); mask: (B, 1, H, W), any H, W, bool or float in [0, 1]. The float mask is
     resized to (h, w), by area averaging when it shrinks (a target smaller than one feature cell keeps a
     fractional weight instead of vanishing) and bilinearly when it grows. The released code pooled 64x64
-    features with 256x256 masks, hit a shape error, caught it and set TMC to 0 (REFERENCE.md 3.5, item 4).
+    features with 256x256 masks, hit a shape error, caught it and set TMC to 0 (docs/method.md section 3.5, item 4).
 
     Returns (pooled (B, C), valid (B,) bool): valid is False where the resized mask is empty; the pooled
     row of such a sample is zero.
@@ -197,7 +197,7 @@ def boundary_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     logits, target: (B, 1, H, W). Both edge maps are divided by SOBEL_STEP_EDGE (the magnitude of an ideal
     step edge, so a hard edge maps to ~1): a fixed constant, so each sample's loss is independent of the
-    rest of the batch (the released code divided by the first sample's maximum, REFERENCE.md 3.5 item 5).
+    rest of the batch (the released code divided by the first sample's maximum, docs/method.md section 3.5, item 5).
     Mean over pixels per sample, then over the batch; returns a scalar float32 tensor.
     """
     _check_mask_pair(logits, target, "boundary_loss")

@@ -1,4 +1,4 @@
-"""Mask-Biased Attention (MBA): paper Sec. 3.2, Eq. 1-2, Fig. 3 (REFERENCE.md section 3.2).
+"""Mask-Biased Attention (MBA): paper Sec. 3.2, Eq. 1-2, Fig. 3 (docs/method.md section 3.2).
 
 The SAM-2 features F_v the decoder will read are the queries; the top-K expression tokens chosen by a
 router MLP are the keys and values; the structural prior M (the pre-pass mask logits, Sec. 3.1) decides
@@ -12,7 +12,7 @@ where the text may write:
 Two variants of the paper are options of the same module: ``mode="bias"`` (logit(G) added to the attention
 logits instead of gating the output) and ``film=True`` (Residual FiLM on top of the gate, paper Table 3).
 
-Unlike the released SALMA code (REFERENCE.md 3.5), the router here receives a gradient (item 3), top-K
+Unlike the released SALMA code (docs/method.md section 3.5), the router here receives a gradient (item 3), top-K
 routing only ever picks valid tokens and never attends to padding, and the module is what both the
 training and the predict path call (item 1, enforced in ``salma.model``).
 """
@@ -77,7 +77,7 @@ class MaskBiasedAttention(nn.Module):
     """Mask-Biased Attention (paper Eq. 1-2): text -> visual cross-attention written where the prior says.
 
     Router gradient. The released code used the router scores only to pick indices, so the router never
-    learned (REFERENCE.md 3.5, item 3). Here each selected token is multiplied by sigmoid(its score)
+    learned (docs/method.md section 3.5, item 3). Here each selected token is multiplied by sigmoid(its score)
     before the key and value projections: the score scales the token's key (how strongly it is matched)
     and its value (how much it writes), so the loss reaches the router through every selected token.
 

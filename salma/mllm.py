@@ -1,4 +1,4 @@
-"""The MLLM half of Sa2VA: InternVL via transformers, the ``[SEG]`` token, LoRA via peft (REFERENCE.md 2).
+"""The MLLM half of Sa2VA: InternVL via transformers, the ``[SEG]`` token, LoRA via peft (docs/method.md section 2).
 
 - ``build_internvl``: ``transformers.InternVLForConditionalGeneration`` built from a config (random
   weights: tiny/small presets, and the paper preset's dimensions) or loaded from a *local* folder.
@@ -6,7 +6,7 @@
   InternVL image tokens and ``[SEG]``, wrapped as a ``PreTrainedTokenizerFast``.
 - ``PromptBuilder``: question + answer -> input ids, LM labels on the answer, the position whose *input*
   token is ``[SEG]`` (Sa2VA reads the last-layer hidden state there) and the positions of the expression's
-  tokens (SALMA's MBA reads those as text keys/values, REFERENCE 3.2).
+  tokens (SALMA's MBA reads those as text keys/values, docs/method.md section 3.2).
 - ``apply_lora``: peft LoRA (paper: r=128, alpha=256, dropout 0.05) on the LLM, base weights frozen.
 - ``text_hidden_fcs``: Linear(h, h) -> ReLU -> Linear(h, prompt_dim) -> Dropout(0), as Sa2VA.
 - ``dynamic_tiles``: InternVL's dynamic 448 tiling (+ thumbnail) for the paper preset.
@@ -156,7 +156,7 @@ def text_hidden_fcs(hidden: int, out_dim: int) -> nn.Sequential:
 def dynamic_tiles(image: np.ndarray, tile: int, max_tiles: int, thumbnail: bool = True) -> list[np.ndarray]:
     """InternVL's dynamic tiling: split an (H, W, 3) image into a grid of ``tile`` x ``tile`` crops whose
     aspect ratio is closest to the image's (at most ``max_tiles``), plus a thumbnail when the grid has more
-    than one tile. A 1024x1024 image with max_tiles=6 gives 2x2 + thumbnail = 5 tiles (REFERENCE 7)."""
+    than one tile. A 1024x1024 image with max_tiles=6 gives 2x2 + thumbnail = 5 tiles (docs/method.md section 7)."""
 
     h, w = image.shape[:2]
     aspect = w / h

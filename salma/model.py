@@ -1,6 +1,6 @@
 """SalmaModel: Sa2VA (InternVL + SAM-2) with SALMA's pre-pass prior, Mask-Biased Attention and losses.
 
-Data flow (DESIGN.md, paper Fig. 2 and Alg. 1), one image and one expression:
+Data flow (docs/design.md section "Data flow (one image, one expression)", paper Fig. 2 and Alg. 1), one image and one expression:
     image -> SAM-2 image encoder -> F_v (+ high-res features)
     image + expression -> InternVL -> last-layer hidden states
         -> hidden at the input ``[SEG]`` -> text_hidden_fcs -> language embedding e  (B, C)
@@ -10,7 +10,7 @@ Data flow (DESIGN.md, paper Fig. 2 and Alg. 1), one image and one expression:
     F_v' + e -> SAM-2 mask decoder -> mask logits -> losses (train) / mask (predict)   (paper Sec. 3.3-3.4)
 
 ``forward`` (training) and ``predict`` (inference) share ``segment``: both run the pre-pass and MBA, which
-the released SALMA code's inference path does not (REFERENCE 3.5.1). With ``cfg.mba.enabled=False`` the
+the released SALMA code's inference path does not (docs/method.md section 3.5, item 1). With ``cfg.mba.enabled=False`` the
 model is the Sa2VA baseline (no pre-pass, no MBA).
 """
 
@@ -132,7 +132,7 @@ class SalmaModel(nn.Module):
         """Run InternVL. Returns (e (B, C), F_t (B, N, C), text_mask (B, N), lm_loss or None).
 
         e is read where the *input* token is ``[SEG]`` (Sa2VA); F_t from the expression's tokens, or e alone
-        when ``cfg.mba.text_source == "seg_only"`` (the released code's N = 1 input, REFERENCE 3.5.2).
+        when ``cfg.mba.text_source == "seg_only"`` (the released code's N = 1 input, docs/method.md section 3.5, item 2).
         """
         seg_id = self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
         rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)

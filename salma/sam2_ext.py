@@ -1,6 +1,6 @@
 """SAM-2 with a language embedding in the sparse prompt, and SALMA's structural-prior pre-pass.
 
-Implements REFERENCE.md section 2 (Sa2VA: the ``[SEG]`` language embedding is concatenated to SAM-2's
+Implements docs/method.md section 2 (Sa2VA: the ``[SEG]`` language embedding is concatenated to SAM-2's
 sparse prompt embeddings before the mask decoder) and section 3.1 / paper Sec. 3.2, Alg. 1 stage 2 (the
 pre-pass: the *shared* mask decoder run on the image features alone with the dummy (0,0)/label -1 point,
 no language, no gradient, raw low-resolution logits, the best-IoU mask of the multimask output).
@@ -11,7 +11,7 @@ encoder and mask decoder. We call the prompt encoder and mask decoder directly i
 ``SAM2Base._forward_sam_heads`` because (a) that function has no place for extra sparse tokens,
 (b) it overwrites the masks with -1024 where the object score is <= 0, which SALMA's pre-pass must not do
 (the gate would be 0 everywhere), and (c) it upsamples every mask to full resolution, which the prior does
-not need (measured 1.10x faster without it, REFERENCE 7).
+not need (measured 1.10x faster without it, docs/method.md section 7).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class LanguageSAM2(nn.Module):
         """Freeze the Hiera trunk + FPN neck (as Sa2VA and SALMA do); the decoder stays trainable.
 
         The decoder's conv_s0/conv_s1 run inside ``forward_image`` on the high-res levels; under a frozen
-        encoder they get no gradient in Sa2VA either (REFERENCE 7), so they are frozen with it. That also
+        encoder they get no gradient in Sa2VA either (docs/method.md section 7), so they are frozen with it. That also
         makes the image features a fixed function of the image, which the trainer caches.
         """
         for p in self.model.image_encoder.parameters():

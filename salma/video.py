@@ -1,6 +1,6 @@
 """Video prediction: Sa2VA's clip-level ``[SEG]`` embedding, SALMA's per-frame prior + MBA, sam2's video loop.
 
-REFERENCE.md sections 2, 3.1 and 8. One clip, E expressions:
+docs/method.md sections 2, 3.1 and 8. One clip, E expressions:
 
     first (or uniformly sampled) ``mllm_frames`` frames + expression -> InternVL -> e (C,), F_t (N, C)
     per frame t:  own features F_v(t) -> pre-pass prior M(t)    (per frame, independently: no memory)
@@ -23,7 +23,7 @@ of :class:`LanguageVideoPredictor`), so a clip is read once.
 Where the prior comes from. ``_forward_sam_heads`` receives the memory-conditioned features
 ``pix_feat_with_mem``. The prior is computed from the frame's *own* features instead (the lowest FPN level +
 ``no_mem_embed``, exactly what ``LanguageSAM2.encode_image`` gives and what the trainer computes the prior
-from): REFERENCE 3.1 says video priors are computed per frame, independently, and a prior read from
+from): docs/method.md section 3.1 says video priors are computed per frame, independently, and a prior read from
 memory-conditioned features would feed the previous frames' predictions (and their errors) back into the
 gate. MBA then modulates the features the decoder actually reads (``pix_feat_with_mem``), as in training,
 where those are the frame's own features. On a conditioning frame both are the same tensor.

@@ -1,7 +1,7 @@
 """Shared test set-up. Kept minimal so that every module's test file stays independent.
 
 matplotlib must never open a window or pick an interactive backend in tests; the package itself never
-chooses a backend (DESIGN.md "Conventions"), so the tests choose it from outside, before any import.
+chooses a backend (docs/design.md section "Conventions"), so the tests choose it from outside, before any import.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metrics (salma.eval.metrics) pinned to hand-computed values (REFERENCE.md section 5)."""
+"""Metrics (salma.eval.metrics) pinned to hand-computed values (docs/method.md section 5)."""
 
 from __future__ import annotations
 

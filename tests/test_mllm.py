@@ -1,4 +1,4 @@
-"""InternVL via transformers, [SEG], LoRA via peft, tiling (REFERENCE.md section 2)."""
+"""InternVL via transformers, [SEG], LoRA via peft, tiling (docs/method.md section 2)."""
 
 from __future__ import annotations
 

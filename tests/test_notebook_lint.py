@@ -1,4 +1,4 @@
-"""Lint of every notebook against DESIGN.md's conventions, and of the lint itself (a negative test on a
+"""Lint of every notebook against the conventions of docs/design.md section "Conventions", and of the lint itself (a negative test on a
 deliberately bad notebook, so that the lint cannot pass vacuously)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for salma.report.paper: the paper's numbers (REFERENCE.md section 6) as labelled data."""
+"""Tests for salma.report.paper: the paper's numbers (docs/method.md section 6) as labelled data."""
 
 from __future__ import annotations
 

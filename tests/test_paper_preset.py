@@ -27,4 +27,4 @@ def test_paper_preset_builds_with_paper_dimensions():
     assert not any(p.requires_grad for p in model.mllm.model.vision_tower.parameters())
     assert not any(p.requires_grad for p in model.sam.model.image_encoder.parameters())
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) / 1e6
-    assert lora == pytest.approx(70.4, rel=0.02)  # REFERENCE 7: LoRA 70.4 M at r=128
+    assert lora == pytest.approx(70.4, rel=0.02)  # docs/method.md section 7: LoRA 70.4 M at r=128

@@ -1,4 +1,4 @@
-"""SAM-2 with language and the pre-pass prior, against upstream sam2 (REFERENCE.md 3.1)."""
+"""SAM-2 with language and the pre-pass prior, against upstream sam2 (docs/method.md section 3.1)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from salma.bench.forward import BenchInputs
 from salma.bench.timing import _fmt_spread, autocast_for
 from salma.sam2_ext import structural_prior
 
-# Paper Table 5 (1024x1024). The paper prints "GFLOPs"; its numbers are multiply-accumulates (REFERENCE 7).
+# Paper Table 5 (1024x1024). The paper prints "GFLOPs"; its numbers are multiply-accumulates (docs/method.md section 7).
 PAPER_TABLE5: dict[str, dict[str, Any]] = {
     "internvit": {"params_m": 304.0, "g": 1614.1},
     "hiera": {"params_m": 212.7, "g": 810.5},

@@ -19,7 +19,7 @@ import torch
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (as Sa2VA and REFERENCE 7's GPU runs); fp32 on CPU."""
+    """bf16 autocast on CUDA (as Sa2VA and docs/method.md section 7's GPU runs); fp32 on CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -23,7 +23,7 @@ much shorter in a later process with the same shapes).
 
 ``--compile``: ``none`` (default), ``default`` (what a 2-core CPU can test: inductor's C++ backend needs a C
 compiler) or ``max-autotune`` (meant for GPUs: Triton kernels and CUDA graphs, where the launch overhead of
-the eager pre-pass's many small kernels is what it removes; REFERENCE 7: 9.3 -> 1.2 ms on an H100). Shapes
+the eager pre-pass's many small kernels is what it removes; docs/method.md section 7: 9.3 -> 1.2 ms on an H100). Shapes
 are static (``dynamic=False``): ``per_frame`` calls the extras on the whole clip (T rows), ``released`` on one
 frame at a time, so each mode compiles its own graphs. The compiled outputs are compared with the eager ones
 (``compile_check``). On CUDA everything runs under bf16 autocast, as the image bench. GPU command::

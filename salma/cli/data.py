@@ -1,6 +1,6 @@
 """``python -m salma data ...``: generate, verify and score trivial baselines on datasets.
 
-DESIGN.md ("data verify" of the command line; data_manifests/). Subcommands::
+The command line's data commands (docs/design.md section "Layout": data_manifests/). Subcommands::
 
     python -m salma data generate synref <root> [--seed 0 --scene-size 64 --train N --val N
                                                  --testA N --testB N --write-manifest PATH]

@@ -1,5 +1,5 @@
 """The kit's main job: execute every notebook in ``notebooks/`` in sorted order with papermill
-(DESIGN.md "What it is"), plus the notebook conventions as checkable rules (DESIGN.md "Conventions").
+(docs/design.md section "What it is"), plus the notebook conventions as checkable rules (docs/design.md section "Conventions").
 
 ``python -m salma reproduce`` (and ``make reproduce``) runs every notebook at its embedded defaults and
 writes the executed copies to ``executed/``; each notebook writes its figures, tables and result JSON
@@ -247,7 +247,7 @@ def defined_names(nb) -> dict[str, int]:
 
 
 def lint_notebook(path: str | Path) -> list[str]:
-    """Problems with one notebook against DESIGN.md's conventions ([] when it is clean)."""
+    """Problems with one notebook against the conventions of docs/design.md section "Conventions" ([] when it is clean)."""
     path = Path(path)
     problems: list[str] = []
     if not NOTEBOOK_NAME.match(path.name):

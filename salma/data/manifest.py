@@ -1,4 +1,4 @@
-"""Dataset manifests (DESIGN.md layout: ``data_manifests/``): source, licence, layout, counts, checksums.
+"""Dataset manifests (docs/design.md section "Layout": ``data_manifests/``): source, licence, layout, counts, checksums.
 
 A manifest is a YAML file written from a dataset on disk by ``write_manifest`` and checked against a
 dataset by ``verify``. For SynRef it records the generator version, seed and scene size, the counts of

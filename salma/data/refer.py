@@ -1,4 +1,4 @@
-"""Refer-format loader for RefCOCO / RefCOCO+ / RefCOCOg and SynRef (REFERENCE.md section 5).
+"""Refer-format loader for RefCOCO / RefCOCO+ / RefCOCOg and SynRef (docs/method.md section 5).
 
 The refer format (Yu et al., the ``refer`` API used by LISA, Sa2VA and SALMA):
 

@@ -1,6 +1,6 @@
 """SynRef: the kit's procedurally generated referring-segmentation benchmark, in the refer format.
 
-DESIGN.md "The synthetic benchmark"; REFERENCE.md section 5 (refer format) and section 9 (the probe).
+docs/design.md section "The synthetic benchmark"; docs/method.md section 5 (refer format) and section 9 (the probe).
 The paper's motivation (Sec. 1) is *attention drift*: a grounding model drifts to the most salient
 object instead of the referred one, hurting small targets (Table 4). SynRef provokes that on purpose:
 

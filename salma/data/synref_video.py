@@ -1,7 +1,6 @@
 """SynRef-Video: the kit's procedurally generated video referring-segmentation benchmark (MeViS layout).
 
-DESIGN.md "The synthetic benchmark" (video scenes move objects and use motion expressions); REFERENCE.md
-section 5 (Ref-YouTube-VOS / MeViS layout, J&F). SynRef-Video is to MeViS what SynRef is to RefCOCO: a
+docs/design.md section "The synthetic benchmark" (video scenes move objects and use motion expressions); docs/method.md section 5 (Ref-YouTube-VOS / MeViS layout, J&F). SynRef-Video is to MeViS what SynRef is to RefCOCO: a
 small, deterministic stand-in written in the real file format, so that ``VideoReferDataset`` and the
 J&F evaluation read it exactly as they read the real data.
 

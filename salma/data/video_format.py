@@ -1,4 +1,4 @@
-"""Video referring-segmentation loader: Ref-YouTube-VOS / MeViS / ReVOS layout (REFERENCE.md section 5).
+"""Video referring-segmentation loader: Ref-YouTube-VOS / MeViS / ReVOS layout (docs/method.md section 5).
 
 Layout read here (per split)::
 

@@ -1,4 +1,4 @@
-"""Evaluation on refer-format image datasets (REFERENCE.md section 5): cIoU, gIoU, by kind and area bin.
+"""Evaluation on refer-format image datasets (docs/method.md section 5): cIoU, gIoU, by kind and area bin.
 
 Several expressions on one image cost one SAM-2 encoder pass and one pre-pass prior
 (``SalmaModel.predict_image``). The trivial predictors (largest object, whole image) are always reported

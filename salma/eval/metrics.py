@@ -1,4 +1,4 @@
-"""The paper's evaluation metrics (REFERENCE.md section 5; paper Sec. 4 and Table 4).
+"""The paper's evaluation metrics (docs/method.md section 5; paper Sec. 4 and Table 4).
 
 Image referring segmentation (RefCOCO/+/g protocol, as in LISA / Sa2VA):
 

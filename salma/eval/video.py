@@ -1,4 +1,4 @@
-"""Evaluation of video referring segmentation: J, F, J&F (REFERENCE.md section 5; paper Tables 1-3).
+"""Evaluation of video referring segmentation: J, F, J&F (docs/method.md section 5; paper Tables 1-3).
 
 Protocol (MeViS's / ReVOS's evaluation script, as Sa2VA runs it, on the DAVIS-2017 ``db_eval_iou`` and
 ``db_eval_boundary`` of ``salma.eval.metrics``): per expression, the ground truth of every frame of the clip is

@@ -1,5 +1,5 @@
 """Environment report for notebook 00: library versions, the device, and a smoke build of the two real
-model classes the kit stands on (SAM-2 and InternVL, REFERENCE.md section 2) at a preset's sizes.
+model classes the kit stands on (SAM-2 and InternVL, docs/method.md section 2) at a preset's sizes.
 
 Both models are built from configs with random weights (never fetched from a hub); the report records
 their parameter counts and one forward's wall time so that a reader can see the installation works.

@@ -1,4 +1,4 @@
-"""The SALMA paper's published numbers as data (REFERENCE.md section 6), for the notebooks' "paper" columns.
+"""The SALMA paper's published numbers as data (docs/method.md section 6), for the notebooks' "paper" columns.
 
 Tables 1-4 of the SALMA paper (Sa2VA-1B baseline -> SALMA). Every number carries the table it comes from,
 the benchmark and split it was measured on, the metric and its unit, so that a notebook never puts a

@@ -1,4 +1,4 @@
-"""Toy masks and features that show how SALMA's losses behave: paper Sec. 3.3-3.4 (REFERENCE.md 3.3).
+"""Toy masks and features that show how SALMA's losses behave: paper Sec. 3.3-3.4 (docs/method.md section 3.3).
 
 Notebook 03 feeds ``salma.losses`` inputs whose right answer is known:
 

@@ -4,7 +4,7 @@ Paper Sec. 4.1 recipe: AdamW (0.9, 0.999), weight decay 0.05, linear warm-up the
 gradient accumulation, bf16 autocast on GPU; gamma and the auxiliary losses warm up linearly
 (MBAConfig.gamma_warmup_ratio, LossConfig.aux_warmup_ratio).
 
-Stages (DESIGN.md "Foundation, then fine-tuning"):
+Stages (docs/design.md section "Foundation, then fine-tuning"):
 - ``stage0``: SAM-2 alone, class-agnostic: a point inside an object -> that object's mask; the dummy
   (0,0)/-1 prompt -> the union of all objects (all three multimask outputs, plus the IoU head), so that the
   pre-pass prior is an objectness map as the real pretrained SAM-2's is.

@@ -38,7 +38,7 @@ def stage0_loss(model: SalmaModel, scenes: TrainScenes, rng: np.random.Generator
                 category_weight: float = 0.0, colour_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Point prompt -> object mask (single-mask output, the token the language pass also uses) and the
     dummy prompt -> union. Loss weights 0.5 BCE + 2.0 Dice: from scratch, Sa2VA's 2.0/0.5 collapses to
-    empty masks on small targets (REFERENCE 9). With an ``object_head``: plus ``category_weight`` times the
+    empty masks on small targets (docs/method.md section 9). With an ``object_head``: plus ``category_weight`` times the
     cross-entropy of each prompted object's category and ``colour_weight`` times the squared error of its
     mean colour (``ObjectHead``)."""
 
