@@ -2,7 +2,11 @@
 
 Defaults are the paper's values (docs/method.md sections 2-3): MBA top-K 2, 8 heads, tau_gate 1.0, gamma
 initialised at 0 with a 5% linear warm-up; L_seg = 2.0 BCE + 0.5 Dice; TMC 0.1 at temperature 0.15;
-boundary 0.05; LoRA r=128, alpha=256, dropout 0.05. The presets only change sizes.
+boundary 0.05; LoRA r=128, alpha=256, dropout 0.05. The paper preset keeps them all. The tiny and small
+presets change more than sizes: they train the whole LLM and InternViT (no LoRA, vision encoder not frozen),
+since their MLLM starts from the SynRef foundation rather than from pretrained weights; they fine-tune with
+the foundation's segmentation-loss weights (``SYNREF_FINETUNE_LOSS``); and their TrainConfig is the CPU
+fine-tuning recipe.
 
 - ``tiny``: seconds per step on a 2-core CPU (tests, CI notebook run).
 - ``small``: the embedded default: the SynRef foundation and the ablation runs on a CPU.
@@ -273,8 +277,8 @@ def _small() -> SalmaConfig:
         mba=MBAConfig(num_heads=8, router_hidden=64),
         loss=SYNREF_FINETUNE_LOSS,
         data=DataConfig(scene_size=64, train_images=10000, val_images=400, test_images=400),
-        # fine-tuning an ablation run from the shipped foundation: 250 steps at 1e-4 take 1-1.5 minutes on a
-        # 2-core CPU (docs/foundation.md section "Fine-tuning recipe choices"); the foundation's stages set their own
+        # fine-tuning an ablation run from the shipped foundation, short enough for a CPU run per variant and
+        # seed (docs/foundation.md section "Fine-tuning recipe choices"); the foundation's stages set their own
         train=TrainConfig(lr=1e-4, batch_size=16, grad_accum=1, steps=250, warmup_ratio=0.05),
     )
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# synref-1.1 (2026-11-23): distractor targets are named by a relation, and their look-alikes are named too
+# synref-1.1: distractor targets are named by a relation, and their look-alikes are named too
 # (distractor_relation_prob, lookalike_expression_prob); synref-1.0 named the targets by size or shade,
-# which made the distractor kind the baseline's easiest.
+# which made the distractor kind the baseline's easiest (docs/foundation.md section "History").
 GENERATOR_VERSION = "synref-1.1"
 
 
@@ -110,22 +110,19 @@ class SynRefSpec:
     distractor_two_groups_prob: float = 0.3
     # Decoys: small objects beside each distractor target that share its colour (the first) or its shape
     # (the second) and its size class, each with this probability while the scene has room; then the target
-    # is named by colour AND shape AND size/shade. Off in synref-1.0 (0.0 draws nothing, so the default
-    # output is unchanged). Tried on 2026-11-23 at 0.7 with a baseline that did not ground (val cIoU 0.22):
-    # the distractor kind still scored higher than the attribute kind (0.40 vs 0.22), so decoys alone do not
-    # make the kind harder; kept as a knob for that investigation.
+    # is named by colour AND shape AND size/shade. Off (0.0 draws nothing, so the default output is
+    # unchanged): decoys alone did not make the distractor kind harder (docs/foundation.md section
+    # "History"); kept as a knob for that investigation.
     distractor_decoy_prob: float = 0.0
     # Relation-named distractor targets: with this probability a distractor target is named by a spatial,
     # extreme or "with a larger one" relation over its colour/shape description, which the look-alike
     # shares ("the green square to the left of the blue circle"), instead of by its size or shade
     # ("the small green square"), when such a relation exists (else as before). Size and shade words are
-    # what the small baseline reads best (`python -m salma diagnose`: 70-100% of expressions with them pick
-    # the target, 16% with a shape word alone), so naming by them makes the distractor kind easy; a relation
-    # makes the model find the target without the word that rules the salient look-alike out. Measured
-    # 2026-11-23 with the shipped small foundation (trained without it) on the 400 val expressions at 1.0:
-    # distractor-kind cIoU 0.46 -> 0.10 (attribute 0.34 and relation 0.28 unchanged: their scenes are the
-    # same), and the masks land on the look-alike for 31% of distractor expressions (0% before). On (1.0)
-    # from synref-1.1; 0.0 draws nothing and gives synref-1.0's scenes (SYNREF_1_0_SPEC).
+    # what a small baseline reads best (`python -m salma diagnose`), so naming by them makes the distractor
+    # kind easy; a relation makes the model find the target without the word that rules the salient
+    # look-alike out, and it drew an earlier foundation's masks to the look-alike (docs/foundation.md
+    # section "History"). On (1.0) from synref-1.1; 0.0 draws nothing and gives synref-1.0's scenes
+    # (SYNREF_1_0_SPEC).
     distractor_relation_prob: float = 1.0
     # Look-alike expressions: with this probability a distractor group also names its first look-alike (the
     # large, bright one) by an extreme or spatial relation, as a relation-kind expression of the same scene.

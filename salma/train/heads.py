@@ -20,12 +20,10 @@ class ObjectHead(nn.Module):
     category (cross-entropy) and, optionally, its mean colour (regression on the normalised SAM-2 input).
 
     It stands in for what SAM-2's encoder brings from its own pretraining (Hiera, MAE on images) and a
-    class-agnostic objective does not teach: which *kind* of object a region is. Measured (2026-12-01, linear
-    probes on the embedding pooled over each object, 1,500 train / 300 val SynRef images): the shipped
-    foundation's encoder (class-agnostic stage 0) told colour 99%, size 80%, but shape (SynRef's category)
-    35% (chance 20%), and that baseline found a target named by its shape alone for 16% of such expressions.
-    With the category term alone shape rose to 94% but colour fell to 80%: the colour term keeps it. Used
-    only during stage 0; not part of the saved model.
+    class-agnostic objective does not teach: which *kind* of object a region is. Linear probes of a
+    class-agnostic stage 0's encoder told colour and size but hardly shape (SynRef's category); the category
+    term teaches shape and the colour term keeps colour (docs/foundation.md section "What the measurements
+    said"). Used only during stage 0; not part of the saved model.
 
     ``category_ids``: the dataset's category ids (``ReferDataset.categories()``), mapped to classes 0..K-1.
     """
@@ -77,11 +75,9 @@ class ImageTokenHead(nn.Module):
     cross-entropy) and the mean colour of the object pixels there (squared error, weighted by their share).
 
     It stands in for InternVL's own pretraining (InternViT and its projector are pretrained on image-text
-    data), which a from-scratch MLLM lacks. Measured (2026-12-01, small preset with a 256 x 4 LLM, 1,300
-    stage-1 steps): the [SEG] embedding of one expression moved by 3.5% of its norm between two different
-    images, and a box read-out of it (BoxHead) stayed at the mean-box error (L1 0.18): the LLM had learnt to
-    ignore the image, leaving all of the grounding to SAM-2's decoder. Used only during stage 1; not part of
-    the saved model.
+    data), which a from-scratch MLLM lacks: without it the [SEG] embedding hardly depended on the image, the
+    LLM having learnt to leave all of the grounding to SAM-2's decoder (docs/foundation.md section "What the
+    measurements said"). Used only during stage 1; not part of the saved model.
     """
 
     def __init__(self, hidden: int, category_ids: list[int]):

@@ -29,12 +29,12 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
 class Stage0Recipe:
     """Stage 0 of the foundation: SAM-2 alone, class-agnostic, with the object head (salma.train.heads)."""
 
-    steps: int = 2400  # point cIoU 0.79 at 2400 steps; a stalled stage 0 never grounded later (docs/method.md section 9)
+    steps: int = 2400  # grounding came only after a converged stage 0 (docs/method.md section 9)
     lr: float = 3e-4  # 1e-3 is too high for SAM-2 from scratch, 3e-4 works (docs/method.md section 9)
     batch_size: int = 16
     warmup_ratio: float = 0.02
-    category_weight: float = 0.5  # the object head's category term: the frozen encoder told shape at 35% without it
-    colour_weight: float = 0.5  # its colour term: with the category term alone colour fell from 99% to 80%
+    category_weight: float = 0.5  # the object head's category term: without it the encoder hardly tells shape
+    colour_weight: float = 0.5  # its colour term: with the category term alone the encoder lost colour
     checkpoint_every: int = 100
 
 
@@ -42,8 +42,8 @@ class Stage0Recipe:
 class Stage1Recipe:
     """Stage 1 of the foundation: the Sa2VA baseline on SynRef until it grounds."""
 
-    steps: int = 9000  # val cIoU still rising at 6000 steps (docs/foundation.md section "History")
-    lr: float = 1e-4  # at 3e-4 stage 1 sat at the largest-object floor for 2000 steps
+    steps: int = 9000  # val cIoU was still rising two thirds of the way (docs/foundation.md section "History")
+    lr: float = 1e-4  # at 3e-4 stage 1 sat at the largest-object floor for its first 2000 steps
     batch_size: int = 32
     warmup_ratio: float = 0.02
     freeze_encoder: bool = True  # SAM-2's encoder frozen and its features cached: what makes a CPU run feasible
@@ -52,8 +52,8 @@ class Stage1Recipe:
     box_weight: float = 1.0  # the target-box read-out of the [SEG] embedding (BoxHead)
     token_weight: float = 1.0  # the image-token read-out of the MLLM (ImageTokenHead)
     prior_weight: float = 0.2  # keeps the dummy-prompt -> union objective alive while the decoder learns language
-    train_images: int | None = 20000  # on the preset's 10,000 images stage 1 fitted them (train 0.70 vs val 0.59)
-    mllm_lr_scale: float = 1.0  # three times the MLLM's rate learnt no faster (0.237 at step 500)
+    train_images: int | None = 20000  # on the preset's 10,000 images stage 1 overfitted them
+    mllm_lr_scale: float = 1.0  # three times the MLLM's rate learnt no faster
     checkpoint_every: int = 100
 
 
@@ -82,7 +82,7 @@ class VideoRecipe:
     lr: float = 1e-4
     batch_size: int = 4  # clips of clip_frames frames: batch_size x clip_frames decoder rows, batch_size MLLM passes
     grad_accum: int = 1
-    steps: int = 200  # 1200 steps scored no better than 200 at this scale (docs/foundation.md)
+    steps: int = 200  # six times as many steps scored no better (docs/foundation.md section "Fine-tuning recipe choices")
     warmup_ratio: float = 0.05
     clip_frames: int = 5
     mllm_frames: int = 5  # Sa2VA's MLLM reads 5 frames of a clip
