@@ -300,7 +300,6 @@ class SalmaModel(nn.Module):
         """Load a directory written by ``save_pretrained`` (local only). ``cfg`` may change the non-shape
         parts (MBA mode, losses, recipe); a config whose weight shapes differ raises ValueError."""
 
-
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
         if not cfg_path.is_file():

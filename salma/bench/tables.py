@@ -59,7 +59,6 @@ def compute_table(model, inputs: BenchInputs):
 
 
 def _compute_table(model, inputs: BenchInputs):
-
     mllm, sam, batch, dev = model.mllm, model.sam, inputs.batch, inputs.device
     vl = mllm.model
     tiles = batch.pixel_values.to(mllm.dtype)

@@ -117,7 +117,6 @@ class PeakRSS:
     the peak allocated GPU memory is read as well. Attributes after exit: before_mb, peak_mb, cuda_peak_mb."""
 
     def __init__(self, device: torch.device | None = None, interval: float = 0.005):
-
         self._proc, self._interval, self._device = psutil.Process(), interval, device
         self.before_mb = self.peak_mb = float("nan")
         self.cuda_peak_mb: float | None = None
@@ -131,7 +130,6 @@ class PeakRSS:
             self._stop.wait(self._interval)
 
     def __enter__(self) -> PeakRSS:
-
         if self._device is not None and self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
             torch.cuda.reset_peak_memory_stats(self._device)

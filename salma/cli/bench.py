@@ -45,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if getattr(args, "video", False):
 
         return run_long(args) if getattr(args, "long", 0) else run_video(args)

@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-
     if args.data_command == "generate":
         defaults, unit = GENERATED[args.dataset]
         # Split flags are shared by both datasets: refuse one the chosen dataset does not have.

@@ -99,7 +99,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate_video(args: argparse.Namespace, root: Path, split: str) -> int:
-
     ds = VideoReferDataset(root, split)
     predict_clip = None
     title = f"{args.dataset or root.resolve().name} {split}"
@@ -138,7 +137,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-
     video = args.video or (args.data is not None and (Path(args.data) / "train" / "meta_expressions.json").is_file())
     if video:
         result = finetune_video(args.preset, args.variant, seed=args.seed, steps=args.steps, data_root=args.data,
@@ -168,7 +166,6 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-
     out = pretrain(args.preset, data_root=args.data, runs_root=args.runs, out=args.out,
                    stage0_steps=args.stage0_steps, stage1_steps=args.stage1_steps, recipe=args.recipe)
     print(f"foundation written to {out}")

@@ -48,11 +48,6 @@ log = logging.getLogger("salma.cli.notebooks")
 
 
 # ----------------------------------------------------------------------------------------- locating
-def repo_dir() -> Path:
-    """The repository root (``salma.paths.repo_root``)."""
-    return repo_root()
-
-
 def list_notebooks(directory: str | Path) -> list[Path]:
     """Every ``*.ipynb`` directly in ``directory``, sorted by file name (the order they run in)."""
     directory = Path(directory)
@@ -95,7 +90,6 @@ def _source(cell: Any) -> str:
 
 
 def _read(path: str | Path):
-
     return nbformat.read(str(path), as_version=4)
 
 
@@ -330,9 +324,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = repo_dir()
+    root = repo_root()
     nb_dir = args.notebooks or root / "notebooks"
     out_dir = (args.out or root / "executed").resolve()
     params = {name: yaml.safe_load(value) for name, value in (args.parameter or [])}

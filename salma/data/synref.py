@@ -209,7 +209,6 @@ def generate_synref(
 
 
 def _spec_dict(spec: SynRefSpec) -> dict:
-
     def listify(v):
         if isinstance(v, tuple):
             return [listify(x) for x in v]

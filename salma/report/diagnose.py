@@ -135,7 +135,6 @@ def object_features(model, dataset, limit: int | None = None) -> tuple[dict[str,
     object's mask ({level: (N, C)}) and the object's annotated attributes ({key: [N values]}, the keys of
     ``PROBE_KEYS`` that the annotations hold)."""
 
-
     s = model.cfg.sam2.image_size
     features: dict[str, list] = {level: [] for level in PROBE_LEVELS}
     labels: dict[str, list] = {}
@@ -205,7 +204,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """``python -m salma diagnose``: print the pick tables by kind and by word signature, write them."""
-
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else foundation_dir(args.preset)
     try:

@@ -75,7 +75,6 @@ def prior_overlap_rows(model, dataset, limit: int | None = None, batch_images: i
     area (the chance levels of the shares); prior_area = fraction of the image with prior > 0.
     """
 
-
     groups = image_groups(dataset, limit)
     rows = []
     for start in tqdm(range(0, len(groups), batch_images), desc="prior", disable=not progress, leave=False):
@@ -118,7 +117,6 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
     have a distractor among the first ``limit`` (the same rows Fig. 5's table keeps, for a quarter of the work).
     """
 
-
     rows = []
     groups = image_groups(dataset, limit)
     if only_distractor:
@@ -145,7 +143,6 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
 def video_floor_rows(dataset, limit: int | None = None, progress: bool = False) -> pd.DataFrame:
     """The trivial video predictors (``salma.eval.floors``) on the first ``limit`` expressions (the
     runs' evaluation set): one row per (floor, subset) with J, F, J&F (fractions) and N."""
-
 
     result = evaluate_video_with_floors(None, dataset, limit, progress)
     return pd.DataFrame([{"floor": name, **r} for name, rows in result.trivial.items() for r in rows])

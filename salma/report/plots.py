@@ -64,7 +64,6 @@ def show_mask_overlay(ax, image, mask, color: str | Iterable[float] = "tab:red",
 
 
 def _subplots(rows: int, cols: int, size: float = 2.2, **kw):
-
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, **kw)
     return fig, axes
 

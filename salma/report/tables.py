@@ -54,7 +54,6 @@ def ablation_table(df: pd.DataFrame, variants: Sequence[str], table: str = "Tabl
     ("Table 2" or "Table 3"; only its ``benchmark`` column when given) in columns labelled "paper".
     ``df``: ``run_rows``' (or ``video_run_rows``') table."""
 
-
     rows = []
     base = seed_values(df, baseline, metric=metric) if baseline in set(df["variant"]) else {}
     for v in variants:

@@ -171,7 +171,6 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
 def write_training_curve(target: Path) -> Path:
     """``training_curve.png`` of a foundation folder, drawn from its stage logs."""
 
-
     logs = [[json.loads(line) for line in (target / f"stage{i}_log.jsonl").read_text().splitlines() if line]
             for i in (0, 1)]
     fig = plot_foundation_curve(*logs)

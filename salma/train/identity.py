@@ -13,6 +13,7 @@ from pathlib import Path
 
 from salma.config import SalmaConfig
 from salma.io import sha256_file
+from salma.paths import repo_root
 from salma.video import FRAME_SAMPLING
 
 STAGES = ("stage0", "stage1", "finetune", "video")
@@ -129,7 +130,7 @@ def _git(*args: str) -> str | None:
     (an installed package) or git is missing: the manifest then says so with null."""
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
+                              cwd=repo_root()).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 

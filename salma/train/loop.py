@@ -327,7 +327,6 @@ def video_eval(core: SalmaModel, spec: RunSpec, modes: tuple[str, ...] = ("per_f
 
 
 def _final_eval(core: SalmaModel, spec: RunSpec) -> dict:
-
     if spec.stage == "video":
         return video_eval(core, spec)
 
