@@ -44,3 +44,11 @@ def test_tmc_separates_matched_from_shuffled_pairs():
     assert row["matched"] < row["chance"] < row["shuffled"]
     temps = toys.tmc_vs_temperature([0.05, 1.0])
     assert temps[0]["matched"] < temps[1]["matched"]
+
+
+def test_with_iou_loss_adds_one_minus_iou_in_place():
+    gt = toys.disk_mask(32, (16, 16), 6)
+    rows = toys.losses_vs_shift(gt, [0, 2])
+    out = toys.with_iou_loss(rows)
+    assert out is rows and [r["1 - IoU"] for r in rows] == pytest.approx([1 - r["iou"] for r in rows])
+    assert rows[0]["1 - IoU"] == 0.0 and rows[1]["1 - IoU"] > 0

@@ -14,6 +14,10 @@ import pytest
 from salma.paths import FIGURES_ENV
 from salma.report.plots import (
     NO_CASES,
+    PRIOR_BARS,
+    attention_bar_groups,
+    floor_points,
+    kind_bar_groups,
     plot_area_bins,
     plot_attention_heads,
     plot_cases,
@@ -27,8 +31,13 @@ from salma.report.plots import (
     plot_router,
     plot_seed_points,
     plot_training_log,
+    prior_bar_groups,
+    seed_points,
+    video_heat_rows,
+    video_seed_points,
 )
 from salma.report.store import save_figure, save_json, save_table
+from salma.report.tables import kind_table
 from salma.train.foundation import plot_foundation_curve
 
 
@@ -115,3 +124,68 @@ def test_mask_plots_draw():
                          {"baseline": ["baseline: t 0.00 / d 1.00"]})
     assert fig.axes[1].get_title() == "baseline: t 0.00 / d 1.00"
     assert plot_cases(**NO_CASES).axes[0].texts  # "no case of this kind"
+
+
+# ------------------------------------------------------------------------------------- plot inputs
+def test_prior_bar_groups_add_chance_to_the_gate_shares():
+    s = {k: 0.5 for k in ("iou_union", "iou_target", "target_recall", "gate_share_union", "gate_share_target")}
+    summary = {"random SAM-2": {**s, "union_ratio": 0.9, "area_ratio": 0.9},
+               "foundation": {**s, "iou_union": 0.75, "union_ratio": 0.3, "area_ratio": 0.1}}
+    groups = prior_bar_groups(summary)
+    assert list(groups) == list(PRIOR_BARS)
+    assert groups["IoU(M>0, union)"] == {"random SAM-2": 50.0, "foundation": 75.0}
+    assert groups["gate mass on objects"]["chance (area)"] == pytest.approx(30.0)  # the foundation's areas
+    assert groups["gate mass on target"]["chance (area)"] == pytest.approx(10.0)
+    assert "chance (area)" not in groups["target recall"]
+    assert plot_grouped_bars(groups, "%").axes
+
+
+def _kind_rows() -> pd.DataFrame:
+    return pd.DataFrame([{"variant": v, "seed": s, "subset": k, "cIoU": x + 0.1 * s, "N": 10}
+                         for v, x in (("baseline", 0.5), ("salma", 0.6)) for s in (0, 1)
+                         for k in ("all", "attribute", "distractor", "relation")])
+
+
+def test_kind_bar_groups_hold_the_means_and_stds_of_kind_table():
+    kinds = kind_table(_kind_rows(), ["baseline", "salma"])
+    groups, errors = kind_bar_groups(kinds, ["salma", "baseline"])
+    assert list(groups) == ["all", "attribute", "distractor", "relation"] and list(groups["all"]) == ["salma", "baseline"]
+    assert groups["distractor"]["salma"] == pytest.approx(65.0)
+    assert errors["all"]["baseline"] == pytest.approx(100 * np.std([0.5, 0.6], ddof=1))
+    assert list(kind_bar_groups(kinds, ["salma"], subsets=["relation"])[0]) == ["relation"]
+
+
+def test_attention_bar_groups_one_bar_pair_per_model_and_map_then_chance():
+    table = pd.DataFrame([{"model": "baseline", "map": "decoder", "target mean": 20.0, "target std": 1.0,
+                           "distractor mean": 30.0, "distractor std": 2.0, "chance target (%)": 5.0,
+                           "chance distractor (%)": 6.0},
+                          {"model": "salma", "map": "mba", "target mean": 40.0, "target std": 3.0,
+                           "distractor mean": 10.0, "distractor std": 4.0, "chance target (%)": 5.0,
+                           "chance distractor (%)": 6.0}])
+    groups, errors = attention_bar_groups(table)
+    assert list(groups) == ["baseline: decoder", "salma: mba", "chance (area)"]
+    assert groups["salma: mba"] == {"target": 40.0, "distractor": 10.0}
+    assert groups["chance (area)"] == {"target": 5.0, "distractor": 6.0} and "chance (area)" not in errors
+    assert errors["baseline: decoder"] == {"target": 1.0, "distractor": 2.0}
+
+
+def test_seed_and_floor_points_are_in_percent():
+    df = _kind_rows()
+    assert seed_points(df, ["salma", "baseline"]) == {"salma": pytest.approx({0: 60.0, 1: 70.0}),
+                                                      "baseline": pytest.approx({0: 50.0, 1: 60.0})}
+    video = pd.DataFrame([{"variant": v, "seed": 0, "mode": m, "subset": "all", "J&F": x}
+                          for v in ("baseline", "salma") for m, x in (("per_frame", 0.4), ("released", 0.3))])
+    points = video_seed_points(video, ["baseline", "salma"])
+    assert list(points) == ["baseline (per_frame)", "salma (per_frame)", "baseline (released)", "salma (released)"]
+    assert points["salma (released)"] == pytest.approx({0: 30.0})
+    floors = pd.DataFrame([{"floor": f, "subset": s, "J&F": x} for f, x in (("largest", 0.25), ("first", 0.5))
+                           for s in ("all", "motion")])
+    assert floor_points(floors) == {"largest": 25.0, "first": 50.0}
+    assert plot_seed_points(points, "J&F (%)", floors=floor_points(floors)).axes
+
+
+def test_video_heat_rows_only_with_a_prior():
+    prior, gate = np.zeros((2, 8, 8)), np.ones((2, 4, 4))
+    assert video_heat_rows({"prior": None, "gate": None}) == {}
+    rows = video_heat_rows({"prior": prior, "gate": gate})
+    assert list(rows) == ["prior M", "gate σ(M/τ)"] and rows["gate σ(M/τ)"] is gate

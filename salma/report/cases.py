@@ -103,3 +103,22 @@ def case_panel(dataset, selected: pd.DataFrame, per_sample: Mapping[str, Sequenc
             "titles": [samples[k].expression for k in keys],
             "pred_titles": {v: [f"{v}: t {t:.2f} / d {d:.2f}" for t, d in
                                 zip(selected[f"{v}_iou_target"], selected[f"{v}_iou_distractor"])] for v in per_sample}}
+
+
+def chosen_cases(cases: pd.DataFrame, n: int, categories: Sequence[str] = CASE_CATEGORIES[:2]) -> dict[str, pd.DataFrame]:
+    """{category: ``select_cases``} of the first ``n`` cases of each category (default: the two directions
+    of drift, baseline only and SALMA only)."""
+    return {c: select_cases(cases, c, n) for c in categories}
+
+
+def case_panels(dataset, chosen: Mapping[str, pd.DataFrame], evals: Mapping[str, object]) -> dict[str, dict | None]:
+    """{category: ``case_panel``, or None when the category has no case} for ``chosen_cases``; ``evals``:
+    {variant: ``evaluate_model(..., keep_masks=True)`` result}, whose ``per_sample`` rows hold the masks."""
+    per_sample = {v: e.per_sample for v, e in evals.items()}
+    return {c: case_panel(dataset, sel, per_sample) if len(sel) else None for c, sel in chosen.items()}
+
+
+def shown_cases(cases: pd.DataFrame, chosen: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The chosen cases stacked, each with the category it is shown under (``shown_as``); ``cases`` itself
+    (empty) when there is no case at all."""
+    return pd.concat([sel.assign(shown_as=c) for c, sel in chosen.items()]) if len(cases) else cases

@@ -1,5 +1,6 @@
-"""Measurements that run models for the notebooks: the prior's overlap with objects and targets, attention
-mass inside targets and look-alikes, the video floors and a walk-through example; the geometry they need.
+"""Measurements that run models for the notebooks: the prior's overlap with objects and targets, MBA's steps and
+write maps, attention mass inside targets and look-alikes, the video floors and a walk-through example; the
+geometry they need, and the inputs of the figures that show them (the ``*_panel`` functions).
 """
 
 from __future__ import annotations
@@ -94,6 +95,30 @@ def prior_overlap_rows(model, dataset, limit: int | None = None, batch_images: i
     return rows
 
 
+# the quantities of ``prior_overlap_rows`` that notebook 01 averages
+PRIOR_KEYS: tuple[str, ...] = ("iou_union", "iou_target", "target_recall", "gate_share_union", "gate_share_target",
+                               "union_ratio", "area_ratio", "prior_area")
+
+
+def prior_overlap_by_model(models: Mapping[str, object], dataset, limit: int | None = None) -> dict[str, list[dict]]:
+    """{label: ``prior_overlap_rows``} of each model on the first ``limit`` expressions."""
+    return {name: prior_overlap_rows(model, dataset, limit=limit) for name, model in models.items()}
+
+
+def prior_summaries(rows: Mapping[str, Sequence[dict]], keys: Sequence[str] = PRIOR_KEYS) -> dict[str, dict[str, float]]:
+    """{label: {key: mean over the expressions}} of ``prior_overlap_by_model``'s rows (``summarise``)."""
+    return {name: summarise(r, keys) for name, r in rows.items()}
+
+
+def prior_example_panel(dataset, models: Mapping[str, object], n: int) -> dict:
+    """The keyword arguments of ``plot_prior_examples`` for the first ``n`` images: the images, the union of
+    each one's objects, and per model (label -> model) the prior logits and gates (``prior_and_gate``)."""
+    image_ids = dataset.image_ids()[:n]
+    images = [dataset.load_image(i) for i in image_ids]
+    return {"images": images, "unions": [union_mask(dataset, i) for i in image_ids],
+            "models": {name: prior_and_gate(model, images) for name, model in models.items()}}
+
+
 def summarise(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
     """{key: mean over rows} ignoring NaN (a NaN mean when no row has a finite value)."""
     out = {}
@@ -101,6 +126,57 @@ def summarise(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
         vals = [float(r[k]) for r in rows if r.get(k) is not None and math.isfinite(float(r[k]))]
         out[k] = float(np.mean(vals)) if vals else float("nan")
     return out
+
+
+# ---------------------------------------------------------------------------------- MBA (notebook 02)
+# notebook 02's write maps: label -> (the variant that makes it, whether MBA's gate is applied)
+MBA_MODES: dict[str, tuple[str, bool]] = {"gate (SALMA)": ("salma", True), "gate forced to 1": ("salma", False),
+                                          "bias": ("bias", True), "FiLM": ("film", True)}
+
+
+def distractor_samples(dataset) -> list:
+    """The dataset's samples that have at least one look-alike distractor, in order."""
+    return [s for s in dataset.samples if s.distractor_ann_ids]
+
+
+def attention_sums_to_one(steps: Mapping, atol: float = 1e-5) -> bool:
+    """Whether MBA's attention weights (``probe.mba_steps``' "attention") sum to 1 over the picks everywhere."""
+    return bool(np.allclose(steps["attention"].sum(1), 1, atol=atol))
+
+
+def mba_step_numbers(steps: Mapping, target: np.ndarray) -> dict[str, float]:
+    """The numbers of one MBA forward (``probe.mba_steps``): γ, the gate's range, Eq. 2's error, the relative
+    size of the update, and the share of the gate, the gated and the un-gated write on ``target`` (%)."""
+    return {"gamma": steps["gamma"], "gate min": float(steps["gate"].min()), "gate max": float(steps["gate"].max()),
+            "Eq. 2 max |error|": steps["eq2_error"],
+            "mean ||F_v' - F_v|| / ||F_v||": float((steps["delta_norm"] / steps["feature_norm"]).mean()),
+            "gate mass on target (%)": 100 * mass_share(steps["gate"], target),
+            "gated write on target (%)": 100 * mass_share(steps["gated_norm"], target),
+            "un-gated write on target (%)": 100 * mass_share(steps["attn_norm"], target),
+            "target area (%)": 100 * float(target.mean())}
+
+
+def trained_gammas(models: Mapping[str, object]) -> dict[str, float]:
+    """{label: the trained γ of the model's MBA} (each model must have MBA)."""
+    return {v: float(m.mba.gamma.detach()) for v, m in models.items()}
+
+
+def mba_mode_maps(models: Mapping[str, object], image: np.ndarray, expression: str,
+                  modes: Mapping[str, tuple[str, bool]] = MBA_MODES) -> dict[str, np.ndarray]:
+    """{label: (h, w) MBA write map} of one expression, per ``modes`` (label -> (variant, gated)); ``models``
+    maps the variants to their models, each traced once (``probe.trace_forward``)."""
+    traces = {v: trace_forward(m, image, [expression]) for v, m in models.items()}
+    return {label: mba_write_map(models[v], traces[v], gated=gated)[0] for label, (v, gated) in modes.items()}
+
+
+def prediction_panel(dataset, samples: Sequence, models: Mapping[str, object]) -> dict:
+    """The keyword arguments of ``plot_predictions``: the samples' images and targets, each model's
+    (label -> model) predicted masks, and titles "<kind>: <expression>"."""
+    images = [dataset.load_image(s) for s in samples]
+    return {"images": images, "targets": [dataset.load_mask(s) for s in samples],
+            "preds": {label: [m.predict(im, s.expression).mask for im, s in zip(images, samples)]
+                      for label, m in models.items()},
+            "titles": [f"{s.kind}: {s.expression}" for s in samples]}
 
 
 # ------------------------------------------------------------------------------- attention (Fig. 5)
@@ -137,6 +213,30 @@ def attention_rows(model, dataset, limit: int | None = None, label: str = "model
                 row[f"{name}_distractor"] = mass_share(m[b], dis) if dis is not None else float("nan")
             rows.append(row)
     return rows
+
+
+def attention_rows_by_seed(models: Mapping[tuple[str, int], object], dataset, limit: int | None = None,
+                           only_distractor: bool = True) -> list[dict]:
+    """``attention_rows`` of every model ((variant, seed) -> model), labelled with the variant and with a
+    "seed" key added: the rows ``attention_table`` and ``per_seed_share`` take."""
+    return [{**r, "seed": s} for (v, s), m in models.items()
+            for r in attention_rows(m, dataset, limit=limit, label=v, only_distractor=only_distractor)]
+
+
+def spotlight_panel(dataset, samples: Sequence, baseline, model) -> dict:
+    """The keyword arguments of ``plot_map_grid`` for Fig. 5's examples: per sample the baseline's and the
+    model's decoder attention, the model's MBA write map gated and with the gate forced to 1, the target and
+    distractor masks and the expressions."""
+    images = [dataset.load_image(s) for s in samples]
+    tb = [trace_forward(baseline, im, [s.expression]) for im, s in zip(images, samples)]
+    ts = [trace_forward(model, im, [s.expression]) for im, s in zip(images, samples)]
+    maps = {"baseline: decoder": [language_attention_map(t)[0] for t in tb],
+            "SALMA: decoder": [language_attention_map(t)[0] for t in ts],
+            "SALMA: MBA write": [mba_write_map(model, t)[0] for t in ts],
+            "SALMA: gate forced to 1": [mba_write_map(model, t, gated=False)[0] for t in ts]}
+    return {"images": images, "maps": maps, "targets": [dataset.load_mask(s) for s in samples],
+            "distractors": [distractor_mask(dataset, s) for s in samples],
+            "row_titles": [s.expression for s in samples]}
 
 
 # ------------------------------------------------------------------------------------ video (notebook 10)

@@ -1,5 +1,6 @@
-"""The notebooks' figures: mask overlays, heat maps and the plots of every notebook. Figures are returned
-(they show inline in JupyterLab); saving is ``salma.report.store.save_figure``. No backend is forced here.
+"""The notebooks' figures: mask overlays, heat maps and the plots of every notebook, and the inputs of the bar
+and seed plots built from the notebooks' tables. Figures are returned (they show inline in JupyterLab); saving
+is ``salma.report.store.save_figure``. No backend is forced here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_rgb
+
+from salma.report.stats import seed_values
 
 TARGET_COLOR, DISTRACTOR_COLOR, PRED_COLOR = "tab:green", "tab:red", "tab:blue"
 
@@ -383,3 +386,67 @@ def plot_video_strip(frames: Sequence, expression: str, gt: Sequence, heat_rows:
     fig.suptitle(f'"{expression}"', fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------- plot inputs
+# notebook 01's bars: label -> the ``prior_overlap_rows`` quantity shown; the two gate shares get a chance bar
+PRIOR_BARS: dict[str, str] = {"IoU(M>0, union)": "iou_union", "IoU(M>0, target)": "iou_target",
+                              "target recall": "target_recall", "gate mass on objects": "gate_share_union",
+                              "gate mass on target": "gate_share_target"}
+
+
+def prior_bar_groups(summary: dict[str, dict[str, float]], chance_from: str = "foundation") -> dict[str, dict[str, float]]:
+    """``plot_grouped_bars``' groups for notebook 01: per ``PRIOR_BARS`` label, each model's value (%), and
+    beside the gate shares their chance level (the objects' and the target's area, from ``chance_from``)."""
+    groups = {label: {name: 100 * s[key] for name, s in summary.items()} for label, key in PRIOR_BARS.items()}
+    groups["gate mass on objects"]["chance (area)"] = 100 * summary[chance_from]["union_ratio"]
+    groups["gate mass on target"]["chance (area)"] = 100 * summary[chance_from]["area_ratio"]
+    return groups
+
+
+def kind_bar_groups(kinds, variants: Sequence[str], subsets: Sequence[str] | None = None
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """``plot_grouped_bars``' (groups, errors) from ``kind_table``: per subset (``subsets``, default the
+    table's, in its order: "all" then the kinds) each variant's mean and std over seeds (%)."""
+    subsets = list(dict.fromkeys(kinds["subset"])) if subsets is None else list(subsets)
+
+    def cell(variant: str, subset: str, column: str) -> float:
+        return kinds[(kinds.variant == variant) & (kinds.subset == subset)][column].item()
+
+    return ({k: {v: cell(v, k, "mean") for v in variants} for k in subsets},
+            {k: {v: cell(v, k, "std") for v in variants} for k in subsets})
+
+
+def attention_bar_groups(table) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """``plot_grouped_bars``' (groups, errors) from ``attention_table``: per "<model>: <map>" the target and
+    distractor shares (mean, std over seeds, %), then the chance levels (the masks' area) without error bar."""
+    # r["map"], not r.map: on a row (a Series) the attribute is Series.map, the method
+    groups = {f"{r['model']}: {r['map']}": {"target": r["target mean"], "distractor": r["distractor mean"]}
+              for _, r in table.iterrows()}
+    errors = {f"{r['model']}: {r['map']}": {"target": r["target std"], "distractor": r["distractor std"]}
+              for _, r in table.iterrows()}
+    groups["chance (area)"] = {"target": table["chance target (%)"].iloc[0],
+                               "distractor": table["chance distractor (%)"].iloc[0]}
+    return groups, errors
+
+
+def seed_points(df, variants: Sequence[str], metric: str = "cIoU", subset: str = "all") -> dict[str, dict[int, float]]:
+    """``plot_seed_points``' input: {variant: {seed: ``metric`` in %}} from ``run_rows``' table."""
+    return {v: {s: 100 * x for s, x in seed_values(df, v, subset, metric).items()} for v in variants}
+
+
+def video_seed_points(df, variants: Sequence[str], modes: Sequence[str] = ("per_frame", "released"),
+                      metric: str = "J&F") -> dict[str, dict[int, float]]:
+    """``plot_seed_points``' input for notebook 10: {"<variant> (<mode>)": {seed: ``metric`` in %}}, mode by
+    mode. ``df``: ``video_run_rows``' table."""
+    return {f"{v} ({m})": seed_points(df[df["mode"] == m], [v], metric)[v] for m in modes for v in variants}
+
+
+def floor_points(floors, subset: str = "all", metric: str = "J&F") -> dict[str, float]:
+    """``plot_seed_points``' ``floors``: {floor: ``metric`` in %} on one subset of ``video_floor_rows``."""
+    return {r["floor"]: 100 * r[metric] for r in floors[floors["subset"] == subset].to_dict("records")}
+
+
+def video_heat_rows(example: dict) -> dict[str, Any]:
+    """``plot_video_strip``'s ``heat_rows`` for ``video_example``: the prior and the gate ({} without MBA)."""
+    return {"prior M": example["prior"], "gate σ(M/τ)": example["gate"]} if example["prior"] is not None else {}

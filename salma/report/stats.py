@@ -1,15 +1,22 @@
 """Statistics over seeds and the computed verdicts: mean +- std, paired comparisons with a two-standard-error
-rule, sign tests, and the verdicts against floors and random priors.
+rule, sign tests, the verdicts against floors and random priors, and the comparisons each notebook makes
+(which variants it runs, which pairs it compares).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from salma.data.refer import AREA_BINS
+from salma.report import paper
+
+# the subsets of the cumulative target-area bins (<1%, <2%, <5%) and "all", in Table 4's order
+BIN_NAMES: tuple[str, ...] = tuple(name for name, _ in AREA_BINS) + ("all",)
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -95,6 +102,15 @@ def seed_values(df: pd.DataFrame, variant: str, subset: str = "all", metric: str
     return {int(s): float(v) for s, v in zip(sel["seed"], sel[metric])}
 
 
+def per_seed_share(rows: Sequence[dict], model: str, column: str) -> dict[int, float]:
+    """{seed: mean of ``column``} over one model's expressions that have a distractor (fractions)."""
+    vals: dict[int, list[float]] = {}
+    for r in rows:
+        if r["model"] == model and math.isfinite(r["chance_distractor"]) and math.isfinite(r[column]):
+            vals.setdefault(int(r["seed"]), []).append(float(r[column]))
+    return {s: float(np.mean(v)) for s, v in vals.items()}
+
+
 def sign_test_p(k: int, n: int) -> float:
     """Exact two-sided binomial (sign) test p-value for k successes out of n at p = 0.5 (1.0 when n = 0)."""
     if n == 0:
@@ -145,3 +161,109 @@ def floor_verdict(values: Mapping[int, float], floor: float, name: str, floor_na
     if mean > 100 * floor:
         return f"{head}: above it on average but not on every seed (lowest seed {margin:+.1f} points)"
     return f"{head}: does not beat it ({mean - 100 * floor:+.1f} points on average)"
+
+
+# ------------------------------------------------------------------------------ the notebooks' comparisons
+# The runs of the paper's Tables 2 and 3 in the tables' row order (kit variant names; salma.report.paper maps
+# them to the paper's rows).
+TABLE2_VARIANTS: tuple[str, ...] = tuple(paper.TABLE2_ROWS)
+TABLE3_VARIANTS: tuple[str, ...] = tuple(paper.TABLE3_ROWS)
+
+# Notebook 05's paired comparisons (a, b, subset), each b - a: Table 2's steps one at a time, the whole step,
+# the whole step on the distractor expressions, and Table 3's FiLM swap (``ablation_comparisons`` adds one
+# comparison with salma per extra variant).
+ABLATION_STEPS: tuple[tuple[str, str, str], ...] = (
+    ("baseline", "mba", "all"), ("mba", "mba_tmc", "all"), ("mba_tmc", "salma", "all"), ("baseline", "salma", "all"),
+    ("baseline", "salma", "distractor"), ("salma", "film", "all"))
+
+
+def extra_variants(variants: Sequence[str]) -> list[str]:
+    """The variants that are no row of Table 2 or Table 3 (e.g. "bias", "released"), in their order."""
+    return [v for v in variants if v not in TABLE2_VARIANTS + TABLE3_VARIANTS]
+
+
+def ablation_variants(extra: Sequence[str] = ()) -> list[str]:
+    """Notebook 05's runs: Table 2's rows, then Table 3's FiLM, then the ``extra`` variants that are neither."""
+    return [*TABLE2_VARIANTS, *(v for v in TABLE3_VARIANTS if v not in TABLE2_VARIANTS), *extra_variants(extra)]
+
+
+def table2_variants(variants: Sequence[str]) -> list[str]:
+    """The rows of notebook 05's Table 2: the paper's Table 2 rows, then the extra variants of ``variants``."""
+    return [*TABLE2_VARIANTS, *extra_variants(variants)]
+
+
+def present_variants(order: Sequence[str], variants: Sequence[str]) -> list[str]:
+    """The variants of ``order`` (a table's rows, e.g. ``TABLE2_VARIANTS``) that were run, in ``order``'s order."""
+    return [v for v in order if v in variants]
+
+
+def ablation_comparisons(df: pd.DataFrame, variants: Sequence[str]) -> list[Comparison]:
+    """Notebook 05's comparisons, paired by seed on SynRef val cIoU: the ``ABLATION_STEPS`` in order, then
+    salma -> each extra variant of ``variants`` (``extra_variants``). ``df``: ``run_rows``' table."""
+    steps = [*ABLATION_STEPS, *(("salma", v, "all") for v in extra_variants(variants))]
+    return [compare(seed_values(df, a, k), seed_values(df, b, k), a, b, f"SynRef val {k} cIoU") for a, b, k in steps]
+
+
+def area_bin_comparisons(df: pd.DataFrame, baseline: str = "baseline", model: str = "salma",
+                         bins: Sequence[str] = BIN_NAMES) -> dict[str, Comparison]:
+    """Notebook 06's comparisons: {area bin: ``model`` - ``baseline`` cIoU paired by seed} over ``bins``."""
+    return {b: compare(seed_values(df, baseline, b), seed_values(df, model, b), baseline, model,
+                       f"SynRef val cIoU, target area {b}") for b in bins}
+
+
+def area_bin_verdicts(comparisons: Mapping[str, Comparison], ns: Iterable[int]) -> list[str]:
+    """One line per area bin, "<bin> (N=<n>): <verdict>", pairing the bins in order with ``ns`` (Table 4's
+    "N (ours)" column)."""
+    return [f"{b} (N={n}): {c.verdict()}" for (b, c), n in zip(comparisons.items(), ns)]
+
+
+def spotlight_comparisons(rows: Sequence[dict], baseline: str = "baseline", model: str = "salma") -> list[Comparison]:
+    """Notebook 07's comparisons over the distractor expressions, paired by seed (``per_seed_share``): the
+    decoder's attention share on the target, then on the distractor (``model`` - ``baseline``), then the
+    model's MBA write share on the target, gated minus gate forced to 1. ``rows``: ``attention_rows`` + seed."""
+    out = [compare(per_seed_share(rows, baseline, f"decoder_{r}"), per_seed_share(rows, model, f"decoder_{r}"),
+                   baseline, model, f"decoder attention share on the {r} (distractor expressions)")
+           for r in ("target", "distractor")]
+    out.append(compare(per_seed_share(rows, model, "ungated_target"), per_seed_share(rows, model, "mba_target"),
+                       "gate forced to 1", "gated MBA", "SALMA's MBA write share on the target"))
+    return out
+
+
+def finetune_verdict(foundation_val: Sequence[Mapping], ciou: float, seed: int) -> str:
+    """Notebook 04's verdict: the fine-tuned run's cIoU (``ciou``, fraction) against the foundation's on the
+    "all" subset (``foundation_metrics`` rows), as a one-seed comparison; a fixed sentence without them."""
+    if not foundation_val:
+        return "no foundation numbers to compare with"
+    start = {r["subset"]: r for r in foundation_val}["all"]
+    return compare({seed: float(start["cIoU"])}, {seed: ciou}, "foundation", "SALMA fine-tuned").verdict()
+
+
+def video_floor_verdicts(df: pd.DataFrame, floors: pd.DataFrame, variants: Sequence[str]) -> list[str]:
+    """Notebook 10: does each variant's per-frame J&F beat each floor (on the "all" subset) on every seed?
+    ``df``: ``video_run_rows``; ``floors``: ``video_floor_rows``. One sentence per (variant, floor)."""
+    per_frame = df[df["mode"] == "per_frame"]
+    all_floor = {r["floor"]: r["J&F"] for r in floors[floors["subset"] == "all"].to_dict("records")}
+    return [floor_verdict(seed_values(per_frame, v, metric="J&F"), value, f"{v} (per_frame)", f"floor '{name}'")
+            for v in variants for name, value in all_floor.items()]
+
+
+def video_comparisons(df: pd.DataFrame, variants: Sequence[str]) -> list[Comparison]:
+    """Notebook 10's comparisons of J&F paired by seed: appearance vs motion expressions per variant (per
+    frame), baseline -> every other variant and salma -> film when both ran (per frame), then per_frame ->
+    released inference per variant. ``df``: ``video_run_rows``' table."""
+    per_frame, released = df[df["mode"] == "per_frame"], df[df["mode"] == "released"]
+    pairs = [("baseline", v) for v in variants if v != "baseline"]
+    pairs += [("salma", "film")] if {"salma", "film"} <= set(variants) else []
+    out = [compare(seed_values(per_frame, v, "appearance", "J&F"), seed_values(per_frame, v, "motion", "J&F"),
+                   f"{v} appearance", f"{v} motion", "SynRef-Video J&F (per_frame)") for v in variants]
+    out += [compare(seed_values(per_frame, a, metric="J&F"), seed_values(per_frame, b, metric="J&F"), a, b,
+                    "SynRef-Video J&F (per_frame)") for a, b in pairs]
+    out += [compare(seed_values(per_frame, v, metric="J&F"), seed_values(released, v, metric="J&F"),
+                    f"{v} per_frame", f"{v} released", "SynRef-Video J&F") for v in variants]
+    return out
+
+
+def video_verdicts(df: pd.DataFrame, floors: pd.DataFrame, variants: Sequence[str]) -> list[str]:
+    """Notebook 10's verdicts: the floor verdicts (``video_floor_verdicts``), then those of
+    ``video_comparisons``."""
+    return video_floor_verdicts(df, floors, variants) + [c.verdict() for c in video_comparisons(df, variants)]

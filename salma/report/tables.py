@@ -5,23 +5,18 @@ kind, attention shares, video J&F, log summaries and the foundation's metrics.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from salma.data.refer import AREA_BINS
 from salma.report import paper
-from salma.report.measures import mass_share
-from salma.report.stats import compare, format_pm, mean_std, seed_values
+from salma.report.measures import MBA_MODES, mass_share
+from salma.report.stats import BIN_NAMES, compare, format_pm, mean_std, seed_values
 from salma.train.recipes import VARIANTS
 
 KIND_NAMES: tuple[str, ...] = ("attribute", "distractor", "relation")
-
-
-BIN_NAMES: tuple[str, ...] = tuple(name for name, _ in AREA_BINS) + ("all",)
 
 
 def run_rows(runs: Mapping[str, Mapping[int, object]]) -> pd.DataFrame:
@@ -146,15 +141,6 @@ def attention_table(rows: Sequence[dict], maps: Sequence[str] = ("decoder", "mba
     return pd.DataFrame(out)
 
 
-def per_seed_share(rows: Sequence[dict], model: str, column: str) -> dict[int, float]:
-    """{seed: mean of ``column``} over one model's expressions that have a distractor (fractions)."""
-    vals: dict[int, list[float]] = {}
-    for r in rows:
-        if r["model"] == model and math.isfinite(r["chance_distractor"]) and math.isfinite(r[column]):
-            vals.setdefault(int(r["seed"]), []).append(float(r[column]))
-    return {s: float(np.mean(v)) for s, v in vals.items()}
-
-
 # ------------------------------------------------------------------------------------------ training log
 def log_summary(log: Sequence[dict], keys: Sequence[str], frac: float = 0.1) -> list[dict]:
     """For each logged key: its mean over the first and over the last ``frac`` of the steps, and the change.
@@ -200,3 +186,88 @@ def video_jf_table(df: pd.DataFrame, floors: pd.DataFrame, variants: Sequence[st
             row[f"{subset} J&F (%)"], row[f"{subset} mean"] = f"{value:.1f}", value
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------- the notebooks' tables
+def prior_overlap_table(summary: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Notebook 01: one row per SAM-2 ({label: ``summarise``d ``prior_overlap_rows``}), every quantity in %."""
+    return pd.DataFrame([{"SAM-2": name, **{k: 100 * v for k, v in s.items()}} for name, s in summary.items()])
+
+
+def mode_table(maps: Mapping[str, np.ndarray], regions: Mapping[str, np.ndarray | None],
+               gammas: Mapping[str, float], modes: Mapping[str, tuple[str, bool]] = MBA_MODES) -> pd.DataFrame:
+    """Notebook 02: ``share_table`` of the MBA write maps plus a "γ (trained)" column, the trained γ of the
+    variant each map comes from (``modes``: map label -> (variant, gated), as ``measures.MBA_MODES``; NaN on
+    the chance row)."""
+    table = share_table(maps, regions)
+    table["γ (trained)"] = [gammas[modes[k][0]] for k in maps] + [np.nan]
+    return table
+
+
+def sweep_table(sweeps: Mapping[str, Sequence[dict]], column: str) -> pd.DataFrame:
+    """Notebook 03: the rows of several sweeps stacked, each labelled with its name in ``column`` (e.g.
+    {"shift": rows, "blur": rows} under "perturbation"); the index restarts with every sweep."""
+    return pd.concat([pd.DataFrame(rows).assign(**{column: name}) for name, rows in sweeps.items()])
+
+
+def val_table(val: Sequence[Mapping], foundation_val: Sequence[Mapping] = ()) -> pd.DataFrame:
+    """Notebook 04: per subset (the index) N, the fine-tuned run's cIoU and gIoU (%) and, when the
+    foundation's rows (``foundation_metrics``) are given, its cIoU (%) as the second column."""
+    after = pd.DataFrame(val).set_index("subset")
+    table = pd.DataFrame({"N": after["N"], "SALMA cIoU (%)": 100 * after["cIoU"], "SALMA gIoU (%)": 100 * after["gIoU"]})
+    if foundation_val:
+        table.insert(1, "foundation cIoU (%)", 100 * pd.DataFrame(foundation_val).set_index("subset")["cIoU"])
+    return table
+
+
+def per_seed_table(df: pd.DataFrame, variants: Sequence[str], metric: str = "cIoU") -> pd.DataFrame:
+    """Notebook 05: ``metric`` (%) on the "all" subset, one row per variant (in ``variants``' order), one
+    column per seed ("seed <s> <metric> (%)"). ``df``: ``run_rows``' table."""
+    table = df[df["subset"] == "all"].pivot(index="variant", columns="seed", values=metric).loc[list(variants)] * 100
+    table.columns = [f"seed {s} {metric} (%)" for s in table.columns]
+    return table
+
+
+def video_per_seed_table(df: pd.DataFrame, metric: str = "J&F") -> pd.DataFrame:
+    """Notebook 10: ``metric`` (%) on the "all" subset, one row per (variant, mode), one column per seed
+    ("seed <s> <metric> (%)"). ``df``: ``video_run_rows``' table."""
+    table = df[df["subset"] == "all"].pivot_table(index=["variant", "mode"], columns="seed", values=metric) * 100
+    table.columns = [f"seed {s} {metric} (%)" for s in table.columns]
+    return table
+
+
+def kind_pivot(kinds: pd.DataFrame, variants: Sequence[str], metric: str = "cIoU") -> pd.DataFrame:
+    """Notebook 05: ``kind_table``'s "mean ± std" strings as variant rows (in ``variants``' order) x subset."""
+    return kinds.pivot(index="variant", columns="subset", values=f"{metric} (%)").loc[list(variants)]
+
+
+# the columns of ``area_bin_table`` that notebook 06 shows (ours, then the paper's)
+TABLE4_SHOWN: tuple[str, ...] = (
+    "area bin", "N (ours)", "baseline (%)", "salma (%)", "Δ (points)", "paper N", "paper: baseline RefCOCOg val cIoU (%)",
+    "paper: SALMA RefCOCOg val cIoU (%)", "paper Δ (points)")
+
+
+def case_count_table(counts: Mapping[str, int]) -> pd.DataFrame:
+    """Notebook 08: ``case_counts`` as rows (category, expressions)."""
+    return pd.DataFrame([{"category": k, "expressions": n} for k, n in counts.items()])
+
+
+def case_table(shown: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 08: the shown cases (``shown_cases``) rounded to 4 digits, or an empty table with a "category"
+    column when there is none."""
+    return shown.round(4) if len(shown) else pd.DataFrame(columns=["category"])
+
+
+def video_kind_counts(dataset, limit: int | None = None) -> pd.Series:
+    """Notebook 10: how many of the first ``limit`` expressions of a ``VideoReferDataset`` are of each kind."""
+    return pd.Series([s.kind for s in dataset.samples[:limit]]).value_counts().rename("expressions evaluated")
+
+
+def example_score_table(scores: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Notebook 10: ``video_example``'s scores (fractions) as rows = "<model> (<mode>)", columns J, F, J&F (%)."""
+    return pd.DataFrame(scores).T.mul(100)
+
+
+def drop_mean_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without its numeric "... mean" columns (what ``video_jf_table`` keeps for plots)."""
+    return table[[c for c in table.columns if not c.endswith("mean")]]

@@ -79,6 +79,14 @@ def losses_vs_blur(gt: np.ndarray, blurs: Sequence[float], sharpness: float = 8.
     return [{"blur": float(b), **mask_losses(gt, mask_to_logits(gt, sharpness, blur=float(b)))} for b in blurs]
 
 
+def with_iou_loss(rows: list[dict]) -> list[dict]:
+    """The rows of ``losses_vs_shift`` / ``losses_vs_blur`` with "1 - IoU" added to each (in place; returned),
+    the hard-mask error the losses are plotted against."""
+    for r in rows:
+        r["1 - IoU"] = 1 - r["iou"]
+    return rows
+
+
 def toy_tmc_batch(batch: int = 8, channels: int = 32, size: int = 16, noise: float = 0.5,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch where sample b's object carries prototype p_b and its ``[SEG]`` embedding is p_b + noise.
