@@ -1,6 +1,6 @@
-"""Command line: ``python -m salma <command>`` (docs/design.md section "Package layers": the cli layer).
+"""The SALMA reproduction kit's command line: python -m salma <command>.
 
-Each command lives in its own module; this file only wires argparse to them so that ``--help`` lists
+The cli layer (docs/design.md section "Package layers"). Each command lives in its own module; this file only wires argparse to them so that ``--help`` lists
 everything the kit can do.
 """
 
