@@ -56,3 +56,20 @@ def kill_and_resume(tmp_path):
         return full, resumed
 
     return run
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv) -> str``: run ``python -m salma argv`` in-process, check it failed the command line's
+    one way (exit status 2, exactly one line on stderr, no traceback) and return that line."""
+    from salma.cli import main
+
+    def run(argv: list[str]) -> str:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, (code, err)
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+
+    return run

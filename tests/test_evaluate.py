@@ -69,12 +69,10 @@ def test_cli_writes_json_and_markdown_with_trivial_floors(setup, tmp_path, capsy
     assert "eval.json" in capsys.readouterr().out
 
 
-def test_cli_errors_name_the_problem(setup, tmp_path):
+def test_cli_errors_name_the_problem(setup, tmp_path, cli_error):
     root, _, ckpt = setup
-    with pytest.raises(ValueError, match="split"):
-        main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--split", "nope"])
-    with pytest.raises(FileNotFoundError, match="not a SalmaModel checkpoint"):
-        main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(root)])
+    assert "split" in cli_error(["evaluate", "--checkpoint", ckpt, "--data", root, "--split", "nope"])
+    assert "not a SalmaModel checkpoint" in cli_error(["evaluate", "--checkpoint", tmp_path, "--data", root])
 
 
 def test_attention_rows_only_distractor_gives_the_same_rows_fig5_keeps(setup):

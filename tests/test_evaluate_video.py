@@ -199,13 +199,11 @@ def test_cli_prints_the_floors_on_video_data(synvid, tmp_path, capsys):
     assert "eval.json" in capsys.readouterr().out
 
 
-def test_cli_errors_on_video_data(synvid, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a SalmaModel checkpoint directory"):
-        main(["evaluate", "--data", str(synvid), "--checkpoint", str(tmp_path)])
-    with pytest.raises(ValueError, match="split folder 'valid_u' but --split is 'train'"):
-        main(["evaluate", "--data", str(synvid / "valid_u"), "--split", "train"])
-    with pytest.raises(FileNotFoundError, match="split folder"):
-        main(["evaluate", "--data", str(tmp_path), "--video"])
+def test_cli_errors_on_video_data(synvid, tmp_path, cli_error):
+    assert "not a SalmaModel checkpoint directory" in cli_error(["evaluate", "--data", synvid, "--checkpoint",
+                                                                 tmp_path])
+    assert "split folder 'valid_u' but --split is 'train'" in cli_error(["evaluate", "--data", synvid / "valid_u",
+                                                                          "--split", "train"])
+    assert "split folder" in cli_error(["evaluate", "--data", tmp_path, "--video"])
     # an image dataset still needs a checkpoint
-    with pytest.raises(ValueError, match="--checkpoint is required"):
-        main(["evaluate", "--data", str(tmp_path)])
+    assert "--checkpoint is required" in cli_error(["evaluate", "--data", tmp_path])

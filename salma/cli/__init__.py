@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command name -> (module, help). A module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
@@ -17,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("salma.cli.notebooks", "run every notebook in order with papermill"),
     "pretrain": ("salma.cli.model:pretrain", "train the SynRef foundation (stage 0 SAM-2, stage 1 Sa2VA)"),
     "train": ("salma.cli.model:train", "fine-tune one ablation variant from the foundation"),
-    "evaluate": ("salma.cli.model:evaluate",
+    "evaluate": ("salma.cli.evaluate",
                  "evaluate a checkpoint on refer-format images (cIoU, gIoU) or on video data (J&F), beside the floors"),
     "diagnose": ("salma.report.diagnose", "which object a checkpoint's masks land on, by expression kind and by the words used"),
     "bench": ("salma.cli.bench", "paper Table 5 (params, GMAC/GFLOP) and Sa2VA vs SALMA latency at paper scale"),
@@ -28,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, import just that command's module (a broken module elsewhere, or a slow
     import, then does not affect the command being run)."""
-    parser = argparse.ArgumentParser(prog="python -m salma", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m salma", description=__doc__.splitlines()[0],
+                                     epilog="--debug anywhere on the line: show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (target, help_text) in COMMANDS.items():
         if only is not None and name != only:
@@ -42,9 +44,37 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run one command. Every failure ends the same way: one line on stderr naming the problem, exit status 2
+    (``--debug``, anywhere on the line, shows the traceback instead); Ctrl-C exits with 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SALMA_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(only).parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the command line's one error style; --debug shows the rest
+        if debug:
+            raise
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 2
 
 
+# Errors that describe bad input (a path, a value, a file's content): their message is the whole story.
+# Anything else is unexpected and is printed with its type and a pointer to --debug.
+USER_ERRORS = (ValueError, OSError, KeyError, LookupError, RuntimeError)
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as the one line the command line prints (newlines folded, the type named for unexpected ones)."""
+    # KeyError's str() is the repr of its key; its message is the key itself
+    raw = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = " ".join(raw.split()) or type(exc).__name__
+    if isinstance(exc, USER_ERRORS) and not isinstance(exc, NotImplementedError):
+        return text
+    return f"{type(exc).__name__}: {text} (rerun with --debug for the traceback)"

@@ -54,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "compile", "none") != "none":
         print("error: --compile applies to the video benchmark only: add --video", file=sys.stderr)
         return 2
-    try:
-        out = run_benchmark(args.preset, args.device, args.reps, args.micro_reps, args.warmup, args.expressions,
-                            args.frames, args.seed, table_only=args.table_only)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = run_benchmark(args.preset, args.device, args.reps, args.micro_reps, args.warmup, args.expressions,
+                        args.frames, args.seed, table_only=args.table_only)
 
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
         print(f"Table 5 at preset {args.preset!r} ({CONVENTION})")
@@ -81,12 +77,8 @@ def run(args: argparse.Namespace) -> int:
 def run_video(args) -> int:
     """``python -m salma bench --video``: prints the table and writes figures/table5_video.csv/.md/.json."""
 
-    try:
-        out = run_video_benchmark(args.preset, args.device, args.frames, args.reps, args.compile, args.seed,
-                                  args.mllm_frames)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = run_video_benchmark(args.preset, args.device, args.frames, args.reps, args.compile, args.seed,
+                              args.mllm_frames)
 
     with pd.option_context("display.max_columns", None, "display.width", 220, "display.max_colwidth", 70):
         print(f"Video benchmark at preset {args.preset!r}: {args.frames} frames of {out['bench'].image_size}px, "
@@ -103,11 +95,7 @@ def run_video(args) -> int:
 def run_long(args) -> int:
     """``python -m salma bench --video --long N``: the long-clip memory table (figures/video_long_clip.*)."""
 
-    try:
-        rows = long_clip_memory(args.preset, args.long, args.device, args.seed)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    rows = long_clip_memory(args.preset, args.long, args.device, args.seed)
 
     table = pd.DataFrame(rows).drop(columns=["masks_shape"])
     with pd.option_context("display.max_columns", None, "display.width", 220):

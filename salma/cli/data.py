@@ -77,15 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a ``data`` subcommand; returns the exit status (2 on a user error, printed without traceback)."""
-    try:
-        return _run(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run a ``data`` subcommand; returns the exit status (errors are printed by ``salma.cli.main``)."""
     if args.data_command == "generate":
         defaults, unit = GENERATED[args.dataset]
         # Split flags are shared by both datasets: refuse one the chosen dataset does not have.

@@ -330,12 +330,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = (args.out or root / "executed").resolve()
     params = {name: yaml.safe_load(value) for name, value in (args.parameter or [])}
     t0 = time.perf_counter()
-    try:
-        records = run_all(nb_dir, out_dir, ci=args.ci, only=args.only, parameters=params,
-                          timeout=args.timeout, log_output=not args.quiet)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    records = run_all(nb_dir, out_dir, ci=args.ci, only=args.only, parameters=params,
+                      timeout=args.timeout, log_output=not args.quiet)
     total = time.perf_counter() - t0
     failed = [r for r in records if not r["ok"]]
     print(f"{len(records) - len(failed)}/{len(records)} notebooks ran in {total:.1f} s; executed copies in "

@@ -16,7 +16,6 @@ An expression's signature is the sorted set of groups it uses, e.g. "shape", "co
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -206,19 +205,15 @@ def run(args) -> int:
     """``python -m salma diagnose``: print the pick tables by kind and by word signature, write them."""
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else foundation_dir(args.preset)
-    try:
-        model = SalmaModel.from_pretrained(checkpoint)
-        root = Path(args.data) if args.data else val_only_root(args.preset)
-        dataset = ReferDataset(root, "synref", split="val")
-        rows = pick_rows(model, dataset, limit=args.limit)
-        by_kind, by_words = pick_table(rows, "kind"), pick_table(rows, "signature")
-        probes = None
-        if args.probes:  # a train split to fit on: the preset's full SynRef (generated on first use) or --data
-            train = ReferDataset(Path(args.data) if args.data else synref_root(args.preset), "synref", split="train")
-            probes = feature_probes(model, train, dataset)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model = SalmaModel.from_pretrained(checkpoint)
+    root = Path(args.data) if args.data else val_only_root(args.preset)
+    dataset = ReferDataset(root, "synref", split="val")
+    rows = pick_rows(model, dataset, limit=args.limit)
+    by_kind, by_words = pick_table(rows, "kind"), pick_table(rows, "signature")
+    probes = None
+    if args.probes:  # a train split to fit on: the preset's full SynRef (generated on first use) or --data
+        train = ReferDataset(Path(args.data) if args.data else synref_root(args.preset), "synref", split="train")
+        probes = feature_probes(model, train, dataset)
 
     out = Path(args.out) if args.out else checkpoint / "diagnosis"
     out.mkdir(parents=True, exist_ok=True)
