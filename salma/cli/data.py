@@ -6,10 +6,15 @@ The command line's data commands (docs/design.md section "Layout": data_manifest
                                                  --testA N --testB N --write-manifest PATH]
     python -m salma data generate synref_video <root> [--seed 0 --scene-size 64 --frames 12 --train N
                                                        --valid_u N --write-manifest PATH]
-    python -m salma data verify {synref,synref_video} <root> [--manifest data_manifests/<dataset>.yaml]
+    python -m salma data verify {synref,synref_video} <root> [--manifest data_manifests/<dataset>.yaml
+                                                             --no-progress]
     python -m salma data trivial {synref,refcoco,refcoco+,refcocog} <root> --split val
                                  [--split-by unc --image-root DIR --limit N]
-    python -m salma data manifest {synref,synref_video} <root> [--out data_manifests/<dataset>.yaml]
+    python -m salma data manifest {synref,synref_video} <root> --out PATH
+
+``data manifest`` has no default output: the kit's own ``data_manifests/<dataset>.yaml`` is tracked and
+describes the default dataset, so it is rewritten only when ``--out`` (or ``generate --write-manifest``)
+names it.
 """
 
 from __future__ import annotations
@@ -60,11 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("dataset", choices=list(GENERATED))
     v.add_argument("root", type=Path)
     v.add_argument("--manifest", type=Path, default=None, help="default: data_manifests/<dataset>.yaml")
+    v.add_argument("--no-progress", action="store_true")
 
     m = sub.add_parser("manifest", help="write the manifest of a dataset on disk")
     m.add_argument("dataset", choices=list(GENERATED))
     m.add_argument("root", type=Path)
-    m.add_argument("--out", type=Path, default=None, help="default: data_manifests/<dataset>.yaml")
+    m.add_argument("--out", type=Path, required=True, metavar="PATH",
+                   help="where to write the manifest (required: no default, so that the tracked "
+                        "data_manifests/<dataset>.yaml is replaced only when named here)")
 
     t = sub.add_parser("trivial", help="cIoU/gIoU of trivial predictors (largest object, whole image)")
     t.add_argument("dataset", choices=["synref", "refcoco", "refcoco+", "refcocog"])
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "verify":
         path = args.manifest or mf.default_manifest_path(args.dataset)
-        problems = mf.verify(args.root, path, args.dataset)
+        problems = mf.verify(args.root, path, args.dataset, progress=not args.no_progress)
         if problems:
             for p in problems:
                 print(f"PROBLEM: {p}")
@@ -115,9 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"OK: {args.root} matches {path}")
         return 0
     if args.data_command == "manifest":
-        out = args.out or mf.default_manifest_path(args.dataset)
-        mf.write_manifest(args.root, out, args.dataset)
-        print(f"manifest written to {out}")
+        mf.write_manifest(args.root, args.out, args.dataset)
+        print(f"manifest written to {args.out}")
         return 0
     if args.data_command == "trivial":
         ds = ReferDataset(args.root, args.dataset, args.split_by, args.split, args.image_root)

@@ -4,12 +4,18 @@ A manifest is a YAML file written from a dataset on disk by ``write_manifest`` a
 dataset by ``verify``. For SynRef it records the generator version, seed and scene size, the counts of
 images / expressions per split, per expression kind and per cumulative area bin (paper Table 4 bins),
 and the sha256 of the two annotation files, which the generator writes byte-identically per seed.
-Images are counted and checked for presence, not hashed: their PNG bytes depend on the zlib build.
+Images are not hashed (their PNG bytes depend on the zlib build): ``verify`` decodes each one instead and
+checks its size against instances.json, and decodes every annotation's segmentation. An annotation file
+whose checksum fails is not read at all (the refs file is a pickle: a tampered one is not opened).
 
 Video datasets (``VIDEO_DATASETS``: SynRef-Video, in the Ref-YouTube-VOS / MeViS layout) get the same
 manifest with video counts (videos, frames, expressions, objects, per kind, absent masks per split) and
 the sha256 of each split's ``meta_expressions.json`` and ``mask_dict.json``; frames (JPEG, whose bytes
-depend on the libjpeg build) are checked for presence only.
+depend on the libjpeg build) are decoded and checked for one size per clip, not hashed.
+
+Manifests are written only where the caller says (``write_manifest(root, path)``; on the command line
+``data manifest ... --out PATH`` is required), so the kit's tracked ``data_manifests/<dataset>.yaml`` is
+replaced only when a command names it.
 """
 
 from __future__ import annotations
@@ -19,8 +25,17 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+from tqdm.auto import tqdm
 
-from salma.data.refer import AREA_BINS, load_instances_json, load_refs_pickle
+from salma.data.refer import (
+    AREA_BINS,
+    ReferAnnotations,
+    check_data_root,
+    decode_segmentation,
+    load_checked_image,
+    load_refer_annotations,
+    read_image_rgb,
+)
 from salma.data.video_format import FRAME_EXTENSIONS
 from salma.io import sha256_file
 from salma.paths import manifests_dir
@@ -52,26 +67,33 @@ def _annotation_files(dataset: str, split_by: str) -> tuple[str, str]:
     return f"{dataset}/instances.json", f"{dataset}/refs({split_by}).p"
 
 
+def _load_refer(root: Path, dataset: str, split_by: str) -> ReferAnnotations:
+    """The annotation files of a refer dataset at ``root``, read once by the loader ``ReferDataset`` uses
+    (so the same id-uniqueness checks apply)."""
+    check_data_root(root, "data root", f"{dataset}/instances.json")
+    paths = [root / rel for rel in _annotation_files(dataset, split_by)]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"expected {p} (missing)")
+    return load_refer_annotations(*paths)
+
+
 def dataset_stats(root: Path | str, dataset: str = "synref", split_by: str = "unc") -> dict:
     """Counts of a refer-format dataset: images/expressions per split, per kind, per area bin.
 
     Reads ``<root>/<dataset>/instances.json`` and ``refs(<split_by>).p``. Area bins are cumulative
     (``< 1%``, ``< 2%``, ``< 5%``) plus ``all``; expressions = sentences.
     """
-    root = Path(root)
-    inst_rel, refs_rel = _annotation_files(dataset, split_by)
-    for rel in (inst_rel, refs_rel):
-        if not (root / rel).is_file():
-            raise FileNotFoundError(f"expected {root / rel} (missing)")
-    instances = load_instances_json(root / inst_rel)
-    refs = load_refs_pickle(root / refs_rel)
-    images = {int(im["id"]): im for im in instances["images"]}
-    anns = {int(a["id"]): a for a in instances["annotations"]}
+    return _refer_stats(_load_refer(Path(root), dataset, split_by))
+
+
+def _refer_stats(ann: ReferAnnotations) -> dict:
+    instances, images, anns = ann.instances, ann.images, ann.anns
     img_split: dict[int, str] = {}
     expr_split: Counter = Counter()
     per_kind: dict[str, Counter] = {}
     per_bin: dict[str, Counter] = {}
-    for ref in refs:
+    for ref in ann.refs:
         split = str(ref["split"])
         img_split[int(ref["image_id"])] = split
         n_sent = len(ref["sentences"])
@@ -80,6 +102,9 @@ def dataset_stats(root: Path | str, dataset: str = "synref", split_by: str = "un
         if "area_ratio" in ref:
             ratio = float(ref["area_ratio"])
         else:
+            if int(ref["image_id"]) not in images or int(ref["ann_id"]) not in anns:
+                raise ValueError(f"ref {ref.get('ref_id')} points to image {ref['image_id']} / annotation "
+                                 f"{ref['ann_id']}, which instances.json does not hold")
             im = images[int(ref["image_id"])]
             ratio = float(anns[int(ref["ann_id"])]["area"]) / (int(im["height"]) * int(im["width"]))
         bins = per_bin.setdefault(split, Counter())
@@ -119,6 +144,7 @@ def video_dataset_stats(root: Path | str) -> dict:
     objects) and absent masks (null per-frame entries: the object is hidden or out of the frame).
     """
     root = Path(root)
+    check_data_root(root, "video dataset root", "<split>/meta_expressions.json")
     splits = _video_splits(root)
     if not splits:
         raise FileNotFoundError(f"expected {root}/<split>/meta_expressions.json (none found)")
@@ -221,19 +247,32 @@ def load_manifest(path: Path | str) -> dict:
     return data
 
 
-def verify(root: Path | str, manifest_path: Path | str, dataset: str | None = None) -> list[str]:
-    """Check the dataset at ``root`` against a manifest.
+def verify(root: Path | str, manifest_path: Path | str, dataset: str | None = None,
+           progress: bool = False) -> list[str]:
+    """Check the dataset at ``root`` against a manifest, and the content of its files.
+
+    First the sha256 of every annotation file the manifest lists; a file whose checksum fails is not read
+    at all afterwards (it may be tampered with), so the checks that need it are skipped, which the list says.
+    Then the counts, and the content that ``evaluate`` relies on: for a refer dataset every ref's annotation
+    and image exist, every annotation's segmentation decodes at its image's size, and (SynRef, whose image
+    folder is known) every image decodes completely at the size instances.json gives; for a video dataset
+    every frame decodes and a clip's frames share one size. ``progress`` shows a bar per pass.
 
     Returns:
-        A list of problems (missing files, sha256 mismatches, count mismatches, missing images);
-        empty when the dataset matches.
+        A list of problems, one per file or annotation at fault (missing files, sha256 mismatches, count
+        mismatches, missing or broken images, bad segmentations); empty when the dataset matches.
     """
     root = Path(root)
     manifest = load_manifest(manifest_path)
     dataset = dataset or manifest.get("name", "synref")
+    kind = "video" if dataset in VIDEO_DATASETS else "refer"
+    try:
+        check_data_root(root, "data root", "<split>/meta_expressions.json" if kind == "video"
+                        else f"{dataset}/instances.json")
+    except OSError as exc:
+        return [str(exc)]
     problems: list[str] = []
-    if not root.is_dir():
-        return [f"data root {root} does not exist"]
+    failed = []
     for rel, expected in manifest["sha256"].items():
         p = root / rel
         if not p.is_file():
@@ -242,32 +281,126 @@ def verify(root: Path | str, manifest_path: Path | str, dataset: str | None = No
         got = sha256_file(p)
         if got != expected:
             problems.append(f"sha256 mismatch for {p}: {got} (manifest {expected})")
+            failed.append(rel)
     if any(m.startswith("missing file") for m in problems):
         return problems
-    kind = "video" if dataset in VIDEO_DATASETS else "refer"
+    if failed:
+        skipped = (f"skipped the count, image and annotation checks: they need {', '.join(failed)}, whose "
+                   "checksum failed, so it was not read (a changed annotation file may have been tampered "
+                   "with); restore it (re-download or regenerate) and verify again")
+        return [*problems, skipped]
     refs_rel = manifest.get("layout", {}).get("refs", f"{dataset}/refs(unc).p")
     split_by = refs_rel.rsplit("(", 1)[-1].split(")")[0] if "(" in refs_rel else "unc"
+    inst_path, refs_path = (root / r for r in _annotation_files(dataset, split_by))
     try:
-        stats = video_dataset_stats(root) if kind == "video" else dataset_stats(root, dataset, split_by)
+        if kind == "video":
+            stats = video_dataset_stats(root)
+        else:
+            ann = _load_refer(root, dataset, split_by)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
         return problems + [f"cannot read the annotation files: {exc}"]
+    if kind == "refer":
+        problems += _annotation_problems(ann, inst_path, refs_path, progress)
+        if dataset == "synref":
+            problems += _image_problems(root / "images", ann, inst_path, progress)
+        try:
+            stats = _refer_stats(ann)
+        except (ValueError, KeyError, TypeError) as exc:
+            return problems + [f"cannot count the annotation files (see the problems above): {exc}"]
+    else:
+        problems += _frame_problems(root, stats["frame_files"], progress)
     for key in COUNT_KEYS[kind]:
         want = manifest["counts"].get(key)
         got = stats[key]
         if json.dumps(want, sort_keys=True) != json.dumps(got, sort_keys=True):
             problems.append(f"count mismatch for {key}: dataset has {got}, manifest says {want}")
-    if dataset == "synref":
-        img_dir = root / "images"
-        missing = [f for f in stats["image_files"] if not (img_dir / f).is_file()]
-        if missing:
-            problems.append(f"{len(missing)} image(s) missing under {img_dir}, e.g. {missing[:3]}")
-    if kind == "video":
-        missing = [f for f in stats["frame_files"]
-                   if not any((root / f"{f}{ext}").is_file() for ext in FRAME_EXTENSIONS)]
-        if missing:
-            problems.append(f"{len(missing)} frame(s) missing under {root}, e.g. {missing[:3]} (.jpg)")
     gen = manifest.get("generator")
     if gen is not None and stats["info"].get("generator_version") != gen.get("version"):
         problems.append(f"generator version {stats['info'].get('generator_version')!r} differs from the "
                         f"manifest's {gen.get('version')!r}")
+    return problems
+
+
+def _as_int(value) -> int | None:
+    """``value`` as the int id ``ReferDataset`` would make of it, or None when it is none."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _annotation_problems(ann: ReferAnnotations, inst_path: Path, refs_path: Path, progress: bool) -> list[str]:
+    """What ``ReferDataset`` and ``evaluate`` would refuse later, one problem per ref or annotation: a ref
+    pointing to an absent annotation or image (or to another image than its annotation's), an image entry
+    without a positive height/width, a segmentation that does not decode at its image's size."""
+    problems = []
+    sizes: dict[int, tuple[int, int]] = {}
+    for image_id, im in ann.images.items():
+        h, w = _as_int(im.get("height")), _as_int(im.get("width"))
+        if h is None or w is None or min(h, w) < 1:
+            problems.append(f"{inst_path}: image {image_id} has no valid size (height {im.get('height')!r}, "
+                            f"width {im.get('width')!r}); give positive ints")
+        else:
+            sizes[image_id] = (h, w)
+    for ref in ann.refs:
+        rid, aid, iid = ref.get("ref_id"), _as_int(ref.get("ann_id")), _as_int(ref.get("image_id"))
+        if aid not in ann.anns:
+            problems.append(f"{refs_path}: ref {rid} points to annotation {aid}, which {inst_path} does not hold")
+        elif iid not in ann.images:
+            problems.append(f"{refs_path}: ref {rid} points to image {iid}, which {inst_path} does not hold")
+        elif _as_int(ann.anns[aid].get("image_id")) != iid:
+            problems.append(f"{refs_path}: ref {rid} is on image {iid} but its annotation {aid} is on image "
+                            f"{ann.anns[aid].get('image_id')} in {inst_path}")
+    for aid, a in tqdm(ann.anns.items(), desc="annotations", disable=not progress, leave=False):
+        size = sizes.get(_as_int(a.get("image_id")))
+        if size is None:
+            problems.append(f"{inst_path}: annotation {aid} is on image {a.get('image_id')}, which has no "
+                            "valid entry in 'images'")
+            continue
+        try:
+            decode_segmentation(a.get("segmentation"), *size, ann_id=aid)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            problems.append(f"{inst_path}: {exc}")
+    return problems
+
+
+def _image_problems(img_dir: Path, ann: ReferAnnotations, inst_path: Path, progress: bool) -> list[str]:
+    """Missing images (summed up in one problem) and, one problem each, images that do not decode completely
+    or whose size differs from their entry in instances.json."""
+    problems, missing = [], []
+    for im in tqdm(ann.images.values(), desc="images", disable=not progress, leave=False):
+        path = img_dir / str(im.get("file_name"))
+        if not path.is_file():
+            missing.append(path.name)
+            continue
+        try:
+            load_checked_image(path, im, inst_path)
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(str(exc))
+    if missing:
+        problems.insert(0, f"{len(missing)} image(s) missing under {img_dir}, e.g. {missing[:3]}")
+    return problems
+
+
+def _frame_problems(root: Path, frame_files: list[str], progress: bool) -> list[str]:
+    """Missing frames (summed up in one problem) and, one problem each, frames that do not decode or whose
+    size differs from their clip's first frame."""
+    problems, missing = [], []
+    first_size: dict[Path, tuple[tuple[int, ...], str]] = {}
+    for f in tqdm(frame_files, desc="frames", disable=not progress, leave=False):
+        path = next((root / f"{f}{ext}" for ext in FRAME_EXTENSIONS if (root / f"{f}{ext}").is_file()), None)
+        if path is None:
+            missing.append(f)
+            continue
+        try:
+            shape = read_image_rgb(path).shape
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        clip_shape, first = first_size.setdefault(path.parent, (shape, path.name))
+        if shape != clip_shape:
+            problems.append(f"frame {path} is {shape[0]}x{shape[1]} but {first} of its clip is "
+                            f"{clip_shape[0]}x{clip_shape[1]}; all frames of a clip must have one size")
+    if missing:
+        problems.insert(0, f"{len(missing)} frame(s) missing under {root}, e.g. {missing[:3]} (.jpg)")
     return problems

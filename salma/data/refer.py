@@ -17,20 +17,27 @@ Segmentations: polygons (a list of lists of floats; what real RefCOCO stores) or
 (compressed ``counts`` str/bytes or uncompressed list counts) are the forms the original refer API's
 ``getMask`` reads. A bare RLE dict is also accepted here (pycocotools reads it; the original refer API
 does not, so files meant for other tools should not use it).
+
+Checks on reading (``load_refer_annotations``, shared with ``salma.data.manifest``): image and annotation ids
+are unique in instances.json, ref_id and sent_id in the refs file (the refer API keys its lookups by them, so a
+repeat would silently replace an entry); the refs pickle is read without running code (``salma.data.safe_pickle``).
+Images are decoded completely (``read_image_rgb``: a truncated file fails, 16-bit grayscale is scaled to 8 bits)
+and must have the size instances.json gives.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
+
+from salma.data.safe_pickle import load_plain_pickle
 
 # dataset -> {splitBy: accepted split names}; the first splitBy is the default.
 # Cumulative area bins of paper Table 4: (row name, upper bound on GT area / image area, exclusive).
@@ -78,21 +85,15 @@ def _how_to_get(dataset: str) -> str:
 
 
 def load_refs_pickle(path: Path) -> list[dict]:
-    """Read a refs(<splitBy>).p pickle (list of ref dicts); errors name the file."""
-    try:
-        with open(path, "rb") as f:
-            try:
-                refs = pickle.load(f)
-            except UnicodeDecodeError:
-                # The original refs files are Python-2 pickles; non-ASCII str needs latin1 decoding.
-                f.seek(0)
-                refs = pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError) as exc:
-        raise ValueError(f"corrupt refs pickle {path}: {type(exc).__name__}: {exc}; re-download or "
-                         "regenerate the file") from exc
-    if not isinstance(refs, list) or (refs and not isinstance(refs[0], dict)):
-        raise ValueError(f"refs file {path} does not hold a list of ref dicts (got {type(refs).__name__})")
+    """Read a refs(<splitBy>).p pickle (list of ref dicts) without running code from it; errors name the file.
+
+    The file is read by ``salma.data.safe_pickle``, which builds plain containers and scalars only and
+    refuses every global (a crafted ``__reduce__``), so a tampered file fails here instead of running.
+    """
+    refs = load_plain_pickle(path, "refs pickle")
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        got = type(refs).__name__ if not isinstance(refs, list) else "a list holding a non-dict"
+        raise ValueError(f"refs file {path} does not hold a list of ref dicts (got {got})")
     return refs
 
 
@@ -106,6 +107,124 @@ def load_instances_json(path: Path) -> dict:
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{path} is not a COCO instances file (needs 'images' and 'annotations' keys)")
     return data
+
+
+def check_data_root(root: Path, what: str, holds: str, how_to_get: str = "") -> None:
+    """Refuse a data root that is missing or is a file.
+
+    ``holds`` names what the folder should hold (said when a file is given); ``how_to_get`` is the hint for
+    a missing folder.
+
+    Raises:
+        FileNotFoundError ("does not exist") or NotADirectoryError ("is a file, not a folder").
+    """
+    if root.is_file():
+        raise NotADirectoryError(f"{what} {root} is a file, not a folder; give the folder that holds {holds}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what} {root} does not exist" + (f"; {how_to_get}" if how_to_get else ""))
+
+
+def _refuse_duplicates(ids: list, what: str, path: Path) -> None:
+    """ValueError naming ``path``, the first duplicated id and its count, when ``ids`` repeat an id."""
+    dup = [(i, n) for i, n in Counter(ids).items() if n > 1]
+    if dup:
+        (first, n), more = dup[0], len(dup) - 1
+        raise ValueError(f"{path}: {what} {first} appears {n} times" + (f" ({more} more ids repeat too)" if more
+                         else "") + f"; each {what} must be unique (with a repeat, a lookup by id silently takes "
+                         "one entry and drops the other): re-download or regenerate the file")
+
+
+@dataclass(frozen=True)
+class ReferAnnotations:
+    """A refer dataset's two annotation files, read and indexed by id (every id checked unique)."""
+
+    instances: dict
+    refs: list[dict]
+    images: dict[int, dict]
+    anns: dict[int, dict]
+
+
+def load_refer_annotations(instances_path: Path, refs_path: Path) -> ReferAnnotations:
+    """Read instances.json and the refs pickle, index images and annotations by id; errors name the file.
+
+    Ids are unique as the refer API assumes (its lookups are dicts keyed by id): image ids and annotation
+    ids within instances.json, ref ids and sentence ids (across all refs) within the refs file.
+
+    Raises:
+        ValueError naming the file: corrupt content, a malformed entry, or an id that appears N times.
+    """
+    instances = load_instances_json(instances_path)
+    refs = load_refs_pickle(refs_path)
+    try:
+        image_ids = [int(im["id"]) for im in instances["images"]]
+        ann_ids = [int(a["id"]) for a in instances["annotations"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{instances_path}: malformed image or annotation entry ({exc})") from exc
+    _refuse_duplicates(image_ids, "image id", instances_path)
+    _refuse_duplicates(ann_ids, "annotation id", instances_path)
+    try:
+        ref_ids = [int(r["ref_id"]) for r in refs]
+        sent_ids = [int(s["sent_id"]) for r in refs for s in r["sentences"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{refs_path}: malformed ref (bad or missing {exc}); a ref needs ref_id and "
+                         "sentences [{sent_id, sent, ...}]") from exc
+    _refuse_duplicates(ref_ids, "ref_id", refs_path)
+    _refuse_duplicates(sent_ids, "sent_id", refs_path)
+    return ReferAnnotations(instances, refs, dict(zip(image_ids, instances["images"])),
+                            dict(zip(ann_ids, instances["annotations"])))
+
+
+# Pillow modes that hold 8 bits per sample, for which convert("RGB") is exact (palette looked up, alpha dropped).
+RGB_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+# Integer grayscale modes Pillow opens 16-bit grayscale PNG / TIFF as; convert("RGB") would clip them to white.
+GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    """Decode an image file completely to uint8 (H, W, 3) RGB.
+
+    8-bit modes (``RGB_MODES``: grayscale, palette, bilevel, alpha, CMYK) go through Pillow's RGB
+    conversion. 16-bit grayscale (``GRAY16_MODES``) is scaled to 8 bits by keeping the high byte
+    (v >> 8: 0 -> 0, 65535 -> 255), chosen over refusing such files because the scaled image is what a viewer
+    shows; a 32-bit "I" image with values outside 0..65535 is refused, as is any other mode (float, ...).
+
+    Raises:
+        ValueError naming the file: not an image, truncated or damaged, or an unsupported mode.
+    """
+    try:
+        with Image.open(path) as im:
+            # open() reads the header only; load() decodes every pixel, so a truncated file fails here
+            # (ImageFile.LOAD_TRUNCATED_IMAGES is left False: a half image is not a valid image).
+            im.load()
+            mode = im.mode
+            arr = np.asarray(im.convert("RGB")) if mode in RGB_MODES else np.asarray(im)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}; the file is damaged, truncated or not an image: "
+                         "re-download or regenerate it") from exc
+    if mode in RGB_MODES:
+        return arr
+    if mode not in GRAY16_MODES:
+        raise ValueError(f"image {path} has the Pillow mode {mode!r}, which is not an 8-bit photo (accepted: "
+                         f"{sorted(RGB_MODES)} and 16-bit grayscale); convert it to 8-bit RGB")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 0xFFFF):
+        raise ValueError(f"image {path} is a 32-bit integer image with values in [{int(arr.min())}, "
+                         f"{int(arr.max())}], outside the 16-bit range; convert it to 8-bit RGB")
+    gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def load_checked_image(path: Path, entry: dict, instances_path: Path) -> np.ndarray:
+    """``read_image_rgb`` of an image whose size must match its ``images`` entry of instances.json.
+
+    Raises:
+        ValueError naming the file and both sizes when they differ (and the ``read_image_rgb`` errors).
+    """
+    arr = read_image_rgb(path)
+    expected = (int(entry["height"]), int(entry["width"]))
+    if arr.shape[:2] != expected:
+        raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]} (HxW) but {instances_path} "
+                         f"says {expected[0]}x{expected[1]}: wrong image_root or mismatched files")
+    return arr
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -192,8 +311,7 @@ class ReferDataset:
                              f"{list(split_bys[split_by])}")
         self.data_root = Path(data_root)
         self.dataset, self.split_by, self.split = dataset, split_by, split
-        if not self.data_root.is_dir():
-            raise FileNotFoundError(f"data root {self.data_root} does not exist; {_how_to_get(dataset)}")
+        check_data_root(self.data_root, "data root", f"{dataset}/instances.json", _how_to_get(dataset))
         self.image_root = Path(image_root) if image_root is not None else self.data_root / "images"
         ann_dir = self.data_root / dataset
         self.instances_path = ann_dir / "instances.json"
@@ -201,13 +319,10 @@ class ReferDataset:
         for p in (self.instances_path, self.refs_path):
             if not p.is_file():
                 raise FileNotFoundError(f"expected {p} (missing); {_how_to_get(dataset)}")
-        instances = load_instances_json(self.instances_path)
-        refs = load_refs_pickle(self.refs_path)
-        try:
-            self.images: dict[int, dict] = {int(im["id"]): im for im in instances["images"]}
-            self.anns: dict[int, dict] = {int(a["id"]): a for a in instances["annotations"]}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{self.instances_path}: malformed image or annotation entry ({exc})") from exc
+        loaded = load_refer_annotations(self.instances_path, self.refs_path)
+        instances, refs = loaded.instances, loaded.refs
+        self.images: dict[int, dict] = loaded.images
+        self.anns: dict[int, dict] = loaded.anns
         self._anns_by_image: dict[int, list[int]] = defaultdict(list)
         for a in instances["annotations"]:
             self._anns_by_image[int(a["image_id"])].append(int(a["id"]))
@@ -280,11 +395,12 @@ class ReferDataset:
         return self.image_root / self.images[image_id]["file_name"]
 
     def load_image(self, sample_or_image_id: ReferSample | int) -> np.ndarray:
-        """The image as uint8 (H, W, 3) RGB (grayscale and RGBA converted).
+        """The image as uint8 (H, W, 3) RGB (grayscale, palette and RGBA converted, 16-bit grayscale scaled to
+        8 bits: ``read_image_rgb``).
 
         Raises:
-            FileNotFoundError naming the file; ValueError when the image's size disagrees with its
-            ``images`` entry in instances.json (names both sizes).
+            FileNotFoundError naming the file; ValueError naming it when it does not decode completely, has
+            an unsupported mode, or its size disagrees with its ``images`` entry in instances.json.
         """
         path = self.image_path(sample_or_image_id)
         image_id = (sample_or_image_id.image_id if isinstance(sample_or_image_id, ReferSample)
@@ -292,17 +408,7 @@ class ReferDataset:
         if not path.is_file():
             raise FileNotFoundError(f"image {path} is missing (image_root {self.image_root}); pass "
                                     "image_root= the folder holding the images")
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from exc
-        entry = self.images[image_id]
-        expected = (int(entry["height"]), int(entry["width"]))
-        if arr.shape[:2] != expected:
-            raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]} (HxW) but {self.instances_path} "
-                             f"says {expected[0]}x{expected[1]}: wrong image_root or mismatched files")
-        return arr
+        return load_checked_image(path, self.images[image_id], self.instances_path)
 
     def ann_mask(self, ann_id: int) -> np.ndarray:
         """Mask of one annotation, (H, W) bool, at its image's size."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from salma.data.refer import decode_rle, rle_for_pycocotools
+from salma.data.refer import check_data_root, decode_rle, read_image_rgb, rle_for_pycocotools
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -73,8 +73,7 @@ class VideoReferDataset:
     def __init__(self, root: Path | str, split: str = "valid_u"):
         self.root = Path(root)
         self.split = split
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"video dataset root {self.root} does not exist")
+        check_data_root(self.root, "video dataset root", "<split>/meta_expressions.json")
         self.split_dir = self.root / split
         if not self.split_dir.is_dir():
             present = sorted(p.name for p in self.root.iterdir() if p.is_dir())
@@ -161,13 +160,12 @@ class VideoReferDataset:
         """All frames of the sample's clip, uint8 (T, H, W, 3) RGB.
 
         Raises an error naming video and frame for a missing frame or a frame whose size differs from
-        the clip's first frame.
+        the clip's first frame, and one naming the file for a frame that does not decode (``read_image_rgb``).
         """
         out = []
         for frame in sample.frames:
             path = self.frame_path(sample.video, frame)
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
+            arr = read_image_rgb(path)  # decoded completely; 16-bit grayscale scaled, not clipped to white
             if out and arr.shape != out[0].shape:
                 raise ValueError(f"video {sample.video!r}: frame {frame!r} is {arr.shape[0]}x{arr.shape[1]} but "
                                  f"frame {sample.frames[0]!r} is {out[0].shape[0]}x{out[0].shape[1]}; all "
