@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -46,3 +47,23 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None and numpy / torch values made plain
+    Python (``.tolist()``), recursively through dicts, lists and tuples; strict JSON readers (JavaScript,
+    jq, most non-Python parsers) reject the ``NaN`` / ``Infinity`` literals ``json.dumps`` writes by default."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalars and arrays, torch tensors
+        return json_safe(obj.tolist())
+    return obj
+
+
+def atomic_write_strict_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
+    """``atomic_write_json`` of ``json_safe(obj)`` with ``allow_nan=False``: strict JSON, NaN and inf as null."""
+    return atomic_write_json(path, json_safe(obj), allow_nan=False, **dumps_kwargs)

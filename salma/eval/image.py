@@ -7,9 +7,9 @@ beside the model, so a number never stands without its floor.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from salma.data.refer import ReferDataset
 from salma.eval.floors import evaluate_trivial
 from salma.eval.metrics import RefMetrics, intersection_union, rows_to_markdown
+from salma.io import atomic_write_strict_json, atomic_write_text
 
 
 @dataclass
@@ -55,6 +56,8 @@ def evaluate_model(model, dataset: ReferDataset, limit: int | None = None, progr
                    keep_masks: bool = False) -> EvalResult:
     """Run ``model.predict_image`` over the dataset (image by image) and accumulate the paper's metrics."""
 
+    if limit is not None and limit < 1:  # 0 would give empty tables that read like a result
+        raise ValueError(f"limit = {limit}: evaluate at least one expression (or pass None for all)")
     metrics, per_sample = RefMetrics(), []
     groups = image_groups(dataset, limit)
     start = time.perf_counter()
@@ -86,17 +89,26 @@ def evaluate_with_floors(model, dataset: ReferDataset, limit: int | None = None,
     return result
 
 
-def write_result(result: EvalResult, out_dir: str | Path, title: str) -> tuple[Path, Path]:
-    """Write ``eval.json`` and ``eval.md`` (model table, then each trivial predictor's) to ``out_dir``."""
+def write_result(result: EvalResult, out_dir: str | Path, title: str,
+                 provenance: dict | None = None) -> tuple[Path, Path]:
+    """Write ``eval.json`` and ``eval.md`` (model table, then each trivial predictor's) to ``out_dir``.
+
+    eval.json is strict JSON (an empty subset's NaN is written as null) and starts with ``"provenance"``:
+    ``provenance`` (checkpoint, weights sha256, data root, split, limit, ... as the caller knows them) plus
+    the number of expressions scored and the date (UTC), so a file read later tells which run it came from.
+    Both files are written atomically: an interrupted write leaves the previous result, never a torn file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
-    (out / "eval.json").write_text(json.dumps({**summary, "per_sample": [
-        {k: v for k, v in r.items() if k != "mask"} for r in result.per_sample]}, indent=1, default=float))
+    record = {**(provenance or {}), "n_expressions": len(result.per_sample),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_strict_json(out / "eval.json", {
+        "provenance": record, **summary,
+        "per_sample": [{k: v for k, v in r.items() if k != "mask"} for r in result.per_sample]}, indent=1)
     parts = [rows_to_markdown(summary["model"], title=f"{title}: model")]
     for name, rows in result.trivial.items():
         parts.append(rows_to_markdown(rows, title=f"{title}: trivial predictor `{name}`"))
-    (out / "eval.md").write_text("\n\n".join(parts) + "\n")
+    atomic_write_text(out / "eval.md", "\n\n".join(parts) + "\n")
     return out / "eval.json", out / "eval.md"
 
 

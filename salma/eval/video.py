@@ -17,11 +17,11 @@ The trivial floors (``salma.eval.floors``) are reported beside every model, as o
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from salma.data.video_format import VideoReferDataset, VideoSample
 from salma.eval.metrics import j_and_f, mean_j_and_f
+from salma.io import atomic_write_strict_json, atomic_write_text
 
 PROTOCOL = ("J = region IoU, F = DAVIS boundary F-measure (bound_th 0.008), each averaged over all frames of "
             "the clip (1 on a frame where prediction and ground truth are both empty); J&F = (J + F) / 2; "
@@ -168,13 +169,20 @@ def evaluate_video(predict_clip: PredictClip, dataset: VideoReferDataset, limit:
                            predict_seconds=predict_s)
 
 
+def write_video_result(result: VideoEvalResult, out_dir: str | Path, title: str,
+                       provenance: dict | None = None) -> tuple[Path, Path]:
+    """Write ``eval.json`` (``"provenance"``, summary, per-expression records) and ``eval.md`` (tables) to
+    ``out_dir``, atomically; eval.json is strict JSON (NaN, e.g. a kind without expressions, as null).
 
-
-def write_video_result(result: VideoEvalResult, out_dir: str | Path, title: str) -> tuple[Path, Path]:
-    """Write ``eval.json`` (summary + per-expression records) and ``eval.md`` (tables) to ``out_dir``."""
+    ``"provenance"``: ``provenance`` (checkpoint, weights sha256, data root, split, limit, ... as the caller
+    knows them) plus the number of expressions scored (by the model, else by the floors) and the date (UTC),
+    as ``salma.eval.image.write_result`` writes it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps({**result.summary(), "per_expression": result.per_expression},
-                                              indent=1, default=float))
-    (out / "eval.md").write_text(result.to_markdown(title) + "\n")
+    floors_n = next((r["N"] for rows in result.trivial.values() for r in rows if r["subset"] == "all"), 0)
+    record = {**(provenance or {}), "n_expressions": len(result.per_expression) if result.rows else floors_n,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_strict_json(out / "eval.json", {"provenance": record, **result.summary(),
+                                                 "per_expression": result.per_expression}, indent=1)
+    atomic_write_text(out / "eval.md", result.to_markdown(title) + "\n")
     return out / "eval.json", out / "eval.md"

@@ -15,6 +15,7 @@ An expression's signature is the sorted set of groups it uses, e.g. "shape", "co
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,12 +190,25 @@ def feature_probes(model, train, val, n_train: int = 1500, n_val: int = 300) -> 
 
 
 # ============================================================================================ command line
+def _positive_int(text: str) -> int:
+    """argparse type of ``--limit``: a whole number >= 1 (``--limit 0`` would end in an empty table). The rule
+    of ``salma.cli.args.positive_int``, repeated because the report layer may not import the cli layer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a whole number >= 1")
+    return value
+
+
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="a SalmaModel directory (default: the preset's shipped foundation, foundation/<preset>)")
     p.add_argument("--preset", default="small", help="whose SynRef val split to read (default: small)")
     p.add_argument("--data", default=None, help="a SynRef root instead of the preset's val split")
-    p.add_argument("--limit", type=int, default=400, help="the first N val expressions (default 400)")
+    p.add_argument("--limit", type=_positive_int, default=400,
+                   help="the first N val expressions (N >= 1; default 400)")
     p.add_argument("--out", default=None, help="folder for picks.csv and the two tables (default: the checkpoint's)")
     p.add_argument("--probes", action="store_true",
                    help="also fit linear probes of each object's category/colour/size/shade on the frozen SAM-2 "
