@@ -181,7 +181,15 @@ class SalmaConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> SalmaConfig:
+        """The config ``to_dict`` wrote. Raises TypeError when ``d`` (or one of its sections) is not a mapping
+        and KeyError naming a missing section."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a SALMA config is a JSON object with sections sam2, mllm, mba, loss, data, train; "
+                            f"got a {type(d).__name__}")
+
         def tuples(x: dict[str, Any]) -> dict[str, Any]:
+            if not isinstance(x, dict):
+                raise TypeError(f"a config section is a JSON object; got a {type(x).__name__}")
             return {k: tuple(v) if isinstance(v, list) else v for k, v in x.items()}
 
         return SalmaConfig(

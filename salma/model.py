@@ -28,7 +28,7 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from salma.batch import Batch, BatchCollator
-from salma.checkpoint import load_state_dict, save_state_dict
+from salma.checkpoint import load_state_dict, save_state_dict, verify_checksums, write_checksums
 from salma.config import SalmaConfig, validate
 from salma.io import atomic_write_text
 from salma.losses import boundary_loss, segmentation_loss, tmc_loss
@@ -285,20 +285,23 @@ class SalmaModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        """Write ``salma_config.json``, ``model.safetensors`` (atomically) and the tokenizer to ``directory``."""
+        """Write ``salma_config.json``, ``model.safetensors`` (atomically), its sha256 (``checksums.json``) and
+        the tokenizer to ``directory``."""
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         save_state_dict(self.state_dict(), directory / WEIGHTS_FILE, dtype=dtype,
                         metadata={"config_hash": self.cfg.hash(), "model_shape": json.dumps(self.cfg.model_dict())})
+        write_checksums(directory, [WEIGHTS_FILE])
         atomic_write_text(directory / CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, cfg: SalmaConfig | None = None) -> SalmaModel:
         """Load a directory written by ``save_pretrained`` (local only). ``cfg`` may change the non-shape
-        parts (MBA mode, losses, recipe); a config whose weight shapes differ raises ValueError."""
+        parts (MBA mode, losses, recipe); a config whose weight shapes differ raises ValueError. The weights
+        are checked against the sha256 the folder records (``salma.checkpoint.verify_checksums``) first."""
 
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
@@ -307,8 +310,9 @@ class SalmaModel(nn.Module):
                                     "(written by SalmaModel.save_pretrained or `python -m salma train`)")
         try:
             saved = SalmaConfig.from_dict(json.loads(cfg_path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{cfg_path} is not a valid SALMA config ({exc}); re-create the checkpoint") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{cfg_path} is not a valid SALMA config ({type(exc).__name__}: {exc}); restore it or "
+                             "re-create the checkpoint") from exc
         cfg = cfg or saved
         if not cfg.weights_compatible(saved):
             raise ValueError(f"the checkpoint in {directory} was made with a different model config "
@@ -318,6 +322,7 @@ class SalmaModel(nn.Module):
             raise FileNotFoundError(f"{tok_dir} is missing: a SalmaModel folder holds its tokenizer (save_pretrained "
                                     "writes it); copy the whole folder, not only the weights")
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True) if tok_dir.is_dir() else None
+        verify_checksums(directory, [WEIGHTS_FILE])
         model = cls(cfg, tokenizer=tokenizer)
         state = load_state_dict(directory / WEIGHTS_FILE)
         model.load_matching(state, source=directory / WEIGHTS_FILE)

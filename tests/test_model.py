@@ -210,6 +210,9 @@ def test_save_load_roundtrip_and_corrupt_checkpoint(tokenizer, tmp_path):
     weights = tmp_path / "ckpt" / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors is corrupt: its sha256"):
+        SalmaModel.from_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "checksums.json").unlink()  # a folder that records no checksums: the reader says it
     with pytest.raises(ValueError, match="corrupt or truncated"):
         SalmaModel.from_pretrained(tmp_path / "ckpt")
     weights.unlink()

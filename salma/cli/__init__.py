@@ -26,10 +26,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class KitParser(argparse.ArgumentParser):
+    """argparse with the command line's one error style: a bad or missing argument is one line on stderr
+    (``error: python -m salma train: argument --steps: ...``) and exit status 2, not usage plus message."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, import just that command's module (a broken module elsewhere, or a slow
     import, then does not affect the command being run)."""
-    parser = argparse.ArgumentParser(prog="python -m salma", description=__doc__.splitlines()[0],
+    parser = KitParser(prog="python -m salma", description=__doc__.splitlines()[0],
                                      epilog="--debug anywhere on the line: show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (target, help_text) in COMMANDS.items():
@@ -50,13 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("SALMA_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     only = argv[0] if argv and argv[0] in COMMANDS else None
-    args = build_parser(only).parse_args(argv)
+    try:
+        args = build_parser(only).parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, already printed)
+        return int(exc.code or 0)
     try:
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the command line's one error style; --debug shows the rest
         if debug:

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from salma.cli.args import non_negative_int, positive_int
 from salma.train.experiments import finetune, finetune_video
 from salma.train.foundation import pretrain
 
@@ -19,8 +20,8 @@ from salma.train.foundation import pretrain
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="tiny, small or paper")
     p.add_argument("--variant", default="salma", help="a fine-tuning variant (see salma.train.recipes.VARIANTS)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the preset's)")
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
     p.add_argument("--foundation", default=None, help="foundation directory (default: the shipped one)")
     p.add_argument("--runs", default=None, help="run cache folder (default $SALMA_RUNS_DIR or <repo>/runs)")
@@ -28,8 +29,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tune on video clips (SynRef-Video, generated under data/ without --data; detected "
                         "when --data holds train/meta_expressions.json), then report J&F in per_frame and "
                         "released modes")
-    p.add_argument("--clip-frames", type=int, default=None, help="video: frames per training clip (recipe default)")
-    p.add_argument("--mllm-frames", type=int, default=None, help="video: frames the MLLM reads (Sa2VA: 5)")
+    p.add_argument("--clip-frames", type=positive_int, default=None, help="video: frames per training clip (recipe default)")
+    p.add_argument("--mllm-frames", type=positive_int, default=None, help="video: frames the MLLM reads (Sa2VA: 5)")
     p.add_argument("--frame-sampling", default="first", choices=("first", "uniform"),
                    help="video: the MLLM reads the clip's first frames (Sa2VA) or frames spread evenly (Sa2VA-i)")
 
@@ -56,8 +57,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
     p.add_argument("--runs", default=None, help="run cache folder (default $SALMA_RUNS_DIR or <repo>/runs)")
     p.add_argument("--out", default=None, help="where to write the foundation (default foundation/<preset>)")
-    p.add_argument("--stage0-steps", type=int, default=None)
-    p.add_argument("--stage1-steps", type=int, default=None)
+    p.add_argument("--stage0-steps", type=positive_int, default=None)
+    p.add_argument("--stage1-steps", type=positive_int, default=None)
     p.add_argument("--recipe", default="auto", choices=("auto", "cpu", "gpu"),
                    help="cpu (= auto, on any device): encoder frozen in stage 1; gpu: whole model, batch 64 "
                         "(measured not to ground; see salma.train.recipes.PRETRAIN_RECIPES)")

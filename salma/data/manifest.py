@@ -37,7 +37,7 @@ from salma.data.refer import (
     read_image_rgb,
 )
 from salma.data.video_format import FRAME_EXTENSIONS
-from salma.io import sha256_file
+from salma.io import atomic_write_text, sha256_file
 from salma.paths import manifests_dir
 
 SPLIT_ORDER = ("train", "val", "testA", "testB")
@@ -229,7 +229,7 @@ def write_manifest(root: Path | str, path: Path | str, dataset: str = "synref", 
     text = (f"# {dataset} dataset manifest, written by salma.data.manifest.write_manifest; "
             "check with `python -m salma data verify`.\n")
     text += yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, width=110)
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
     return manifest
 
 

@@ -51,13 +51,8 @@ class TrainScenes:
         missing = sorted({self.image_ids[i] for i in indices if self.image_ids[i] not in store})
         s = model.cfg.sam2.image_size
         position = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        for chunk in range(0, len(missing), 64):
-            part = missing[chunk:chunk + 64]
-            images = torch.cat([preprocess_images(self.get(position[i])[0], s) for i in part]).to(model.device)
-            with torch.no_grad():
-                feats = model.sam.encode_image(images)
-            for row, image_id in enumerate(part):
-                store[image_id] = feats.select(torch.tensor([row])).to("cpu", torch.float16)
+        for image_id in missing:
+            store[image_id] = _encode_one(model, preprocess_images(self.get(position[image_id])[0], s))
         stacked = SAM2Features.stack([store[self.image_ids[i]] for i in indices])
         return stacked.to(model.device, torch.float32)
 
@@ -75,6 +70,16 @@ class TrainScenes:
     def categories(self, i: int) -> list[int]:
         """COCO category ids of image ``i``'s objects, in the order of ``get(i)[1]`` (SynRef: the shape)."""
         return self.dataset.object_categories(self.image_ids[i])
+
+
+def _encode_one(model: SalmaModel, image: torch.Tensor) -> SAM2Features:
+    """Frozen-encoder features of one preprocessed image (1, 3, S, S), kept as fp16 on the CPU.
+
+    One image per call, not a batch of whatever images a step needed first: a convolution's result depends
+    slightly (about 1e-6) on the batch it runs in, and a run resumed in a new process meets its images in
+    other company, so batched features made resumed runs drift from uninterrupted ones."""
+    with torch.no_grad():
+        return model.sam.encode_image(image.to(model.device)).to("cpu", torch.float16)
 
 
 # (encoder fingerprint, data root, split) -> {image_id: SAM2Features}; see TrainScenes.features.
@@ -120,14 +125,8 @@ class TrainClips:
         store = _FEATURE_STORES.setdefault(("video", encoder_fingerprint(model), str(self.dataset.root),
                                             self.dataset.split), {})
         missing = sorted({k for k in keys if k not in store})
-        for chunk in range(0, len(missing), 64):
-            part = missing[chunk:chunk + 64]
-            images = torch.cat([preprocess_images(self.frames(v)[f], model.cfg.sam2.image_size)
-                                for v, f in part]).to(model.device)
-            with torch.no_grad():
-                feats = model.sam.encode_image(images)
-            for row, key in enumerate(part):
-                store[key] = feats.select(torch.tensor([row])).to("cpu", torch.float16)
+        for v, f in missing:
+            store[(v, f)] = _encode_one(model, preprocess_images(self.frames(v)[f], model.cfg.sam2.image_size))
         return SAM2Features.stack([store[k] for k in keys]).to(model.device, torch.float32)
 
 

@@ -26,7 +26,7 @@ def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None =
     cfg = get_preset(preset)
     _, mba_changes, loss_changes = VARIANTS[variant]
     # The preset's TrainConfig is its fine-tuning recipe; the caller's seed and steps win.
-    train_cfg = dataclasses.replace(cfg.train, seed=seed, **({"steps": steps} if steps else {}))
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, **({"steps": steps} if steps is not None else {}))
     return dataclasses.replace(
         cfg,
         sam2=dataclasses.replace(cfg.sam2, freeze_encoder=True),
@@ -43,8 +43,9 @@ def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None,
     cfg = variant_config(preset, variant, seed, steps)
     recipe = finetune_recipe(preset)
     runs_root = Path(runs_root or paths.runs_root())
+    data = synref_root(preset, data_root)  # a wrong --data is refused before a foundation is looked for or made
     found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
-    spec = RunSpec(stage="finetune", data_root=str(synref_root(preset, data_root)), init_from=str(found),
+    spec = RunSpec(stage="finetune", data_root=str(data), init_from=str(found),
                    name=f"{preset}-{variant}-s{seed}", eval_limit=eval_limit,
                    checkpoint_every=recipe.checkpoint_every, train_images=recipe.train_images)
     return train(cfg, spec, runs_root=runs_root, progress=progress)
@@ -55,7 +56,7 @@ def video_config(preset: str, variant: str, seed: int = 0, steps: int | None = N
     cfg = variant_config(preset, variant, seed)
     r = video_recipe(preset)
     train_cfg = dataclasses.replace(cfg.train, lr=r.lr, batch_size=r.batch_size, grad_accum=r.grad_accum,
-                                    steps=steps or r.steps, warmup_ratio=r.warmup_ratio)
+                                    steps=r.steps if steps is None else steps, warmup_ratio=r.warmup_ratio)
     return dataclasses.replace(cfg, train=train_cfg)
 
 
@@ -74,8 +75,9 @@ def finetune_video(preset: str, variant: str = "salma", seed: int = 0, steps: in
     recipe = video_recipe(preset)
     cfg = video_config(preset, variant, seed, steps)
     runs_root = Path(runs_root or paths.runs_root())
+    data = synref_video_root(preset, data_root)
     found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
-    spec = RunSpec(stage="video", data_root=str(synref_video_root(preset, data_root)), init_from=str(found),
+    spec = RunSpec(stage="video", data_root=str(data), init_from=str(found),
                    name=f"{preset}-video-{variant}-s{seed}", eval_limit=eval_limit or recipe.eval_limit,
                    checkpoint_every=recipe.checkpoint_every, clip_frames=clip_frames or recipe.clip_frames,
                    mllm_frames=mllm_frames or recipe.mllm_frames, frame_sampling=frame_sampling)

@@ -24,7 +24,7 @@ from salma import paths
 from salma.config import MBAConfig, get_preset
 from salma.data.refer import ReferDataset
 from salma.eval.image import evaluate_model
-from salma.io import sha256_file
+from salma.io import atomic_write_json, atomic_write_text, sha256_file
 from salma.model import SalmaModel
 from salma.paths import foundation_dir
 from salma.train.datasets import synref_root, val_only_root
@@ -56,8 +56,13 @@ def pretrain(preset: str, data_root: str | None = None, runs_root: str | Path | 
     """Train the foundation (stage 0 then stage 1), then write it to ``foundation/<preset>/`` with a manifest."""
     kind, chosen = pretrain_recipe(preset, recipe)
     # what runs: the recipe with the caller's step counts (recorded in the manifest)
-    chosen = dataclasses.replace(chosen, stage0=dataclasses.replace(chosen.stage0, steps=stage0_steps or chosen.stage0.steps),
-                                 stage1=dataclasses.replace(chosen.stage1, steps=stage1_steps or chosen.stage1.steps))
+    steps0 = chosen.stage0.steps if stage0_steps is None else stage0_steps
+    steps1 = chosen.stage1.steps if stage1_steps is None else stage1_steps
+    for flag, n in (("stage0_steps", steps0), ("stage1_steps", steps1)):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{flag} must be a positive integer (got {n!r})")
+    chosen = dataclasses.replace(chosen, stage0=dataclasses.replace(chosen.stage0, steps=steps0),
+                                 stage1=dataclasses.replace(chosen.stage1, steps=steps1))
     r0_, r1_ = chosen.stage0, chosen.stage1
     # Read before anything is trained or written: the code that trains is the checkout as it is now, and
     # rewriting the shipped foundation in place would otherwise make git_dirty always true.
@@ -162,9 +167,9 @@ def write_foundation(r1: RunResult, r0: RunResult, target: Path, preset: str, da
         "licence": "CC0 (trained by the kit on generated data)",
     }
     manifest["val_check"] = foundation_check(target, preset)
-    (target / "manifest.json").write_text(json.dumps(manifest, indent=1, default=float))
-    (target / "stage0_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log0))
-    (target / "stage1_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log1))
+    atomic_write_json(target / "manifest.json", manifest, indent=1, default=float)
+    atomic_write_text(target / "stage0_log.jsonl", "".join(json.dumps(r) + "\n" for r in log0))
+    atomic_write_text(target / "stage1_log.jsonl", "".join(json.dumps(r) + "\n" for r in log1))
     write_training_curve(target)
 
 

@@ -22,16 +22,22 @@ Stages (docs/design.md section "Foundation, then fine-tuning"):
 
 Accelerate places the model (CPU, one GPU, or several processes under ``accelerate launch``: each process
 draws its own part of every batch). Batches are drawn from a generator seeded by (seed, step, micro-step,
-process), so a run killed and resumed from its last checkpoint sees exactly the batches it would have seen.
-Checkpoints are safetensors (model) + a torch file of optimizer/RNG state, written atomically; runs are
-cached under ``runs/`` by a hash of their full config.
+process), and frozen-encoder features are computed one image at a time (so their values do not depend on
+which images happened to be encoded together), so a run killed and resumed from its last checkpoint trains
+bit for bit as the uninterrupted run does. Checkpoints are safetensors (model) + a torch file of
+optimizer/RNG state with their sha256, written atomically (``salma.train.store``); runs are cached under
+``runs/`` by a hash of their full config, and a finished run is reused only when its final weights match
+their sha256. One process trains a run folder at a time (``salma.train.lock``); a non-finite loss stops a
+run, Ctrl-C saves a checkpoint first (``salma.train.guards``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,13 +49,15 @@ from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
+from salma.checkpoint import verify_checksums
 from salma.config import SalmaConfig
 from salma.data.refer import ReferDataset
 from salma.data.video_format import VideoReferDataset
 from salma.eval.image import evaluate_model
 from salma.eval.video import evaluate_video
+from salma.io import atomic_write_json
 from salma.mba import linear_warmup
-from salma.model import SalmaModel
+from salma.model import WEIGHTS_FILE, SalmaModel
 from salma.train.batches import (
     ClipBatches,
     ReferringBatches,
@@ -62,13 +70,16 @@ from salma.train.batches import (
     loader_workers,
     make_clip_batch,
 )
+from salma.train.guards import StopRequest, TrainingInterrupted, check_finite
 from salma.train.heads import aux_head, image_token_loss, mask_boxes
 from salma.train.identity import RunResult, RunSpec, run_hash
+from salma.train.lock import RunLock
 from salma.train.stage0 import stage0_eval, stage0_loss, union_loss
 from salma.train.store import (
     append_log,
     load_checkpoint,
     read_log,
+    remove_partial_files,
     save_checkpoint,
     truncate_log,
     write_log_csv,
@@ -124,25 +135,62 @@ def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], train
     return groups
 
 
+def run_length(cfg: SalmaConfig, spec: RunSpec) -> int:
+    """The run's optimizer steps: ``spec.steps``, or the preset's when None; ValueError below 1."""
+    total = cfg.train.steps if spec.steps is None else spec.steps
+    if not isinstance(total, int) or total < 1:
+        raise ValueError(f"{spec.name}: steps must be a positive integer (got {total!r})")
+    return total
+
+
+def finished_run(run_dir: Path) -> RunResult | None:
+    """The cached result of a finished run (``metrics.json`` and ``final/`` present, the final weights
+    matching their recorded sha256), or None when the run has not finished."""
+    final, metrics_path = run_dir / "final", run_dir / "metrics.json"
+    if not (metrics_path.is_file() and (final / WEIGHTS_FILE).is_file()):
+        return None
+    redo = f"delete {metrics_path} and {final} to redo the run's last step and its evaluation"
+    try:
+        verify_checksums(final, [WEIGHTS_FILE])
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"the finished run {run_dir} is damaged: {' '.join(str(exc).split())}; {redo}") from exc
+    return RunResult(run_dir, final, metrics, read_log(run_dir), cached=True)
+
+
 def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progress: bool = True,
           stop_after: int | None = None) -> RunResult:
     """Run (or reuse) one training run; see the module docstring. ``stop_after`` ends the process' work
-    after that many optimizer steps without finishing the run (used to test resume)."""
+    after that many optimizer steps without finishing the run (used to test resume).
 
-    total = spec.steps or cfg.train.steps
+    One process trains a run folder at a time (``RunLock``: a second raises ``RunLocked`` naming the
+    first's pid). Raises ``TrainingDiverged`` on a non-finite loss and ``TrainingInterrupted`` after saving a
+    checkpoint on Ctrl-C."""
+
+    total = run_length(cfg, spec)
     run_dir = Path(runs_root) / f"{spec.name}-{run_hash(cfg, spec)}"
-    final = run_dir / "final"
-    if (run_dir / "metrics.json").is_file() and (final / "model.safetensors").is_file():
-        return RunResult(run_dir, final, json.loads((run_dir / "metrics.json").read_text()), read_log(run_dir),
-                         cached=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps({"cfg": cfg.to_dict(), "spec": asdict(spec)}, indent=1))
-
+    done = finished_run(run_dir)
+    if done is not None:
+        return done
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(
         cpu=not cuda, mixed_precision=cfg.train.mixed_precision if cuda else "no",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
+        done = finished_run(run_dir)  # another process may have finished it since the first look
+        if done is not None:
+            return done
+        if accelerator.is_main_process:
+            remove_partial_files(run_dir)  # what a killed process left; the lock says none is writing now
+            atomic_write_json(run_dir / "spec.json", {"cfg": cfg.to_dict(), "spec": asdict(spec)}, indent=1)
+        with StopRequest() as stop:
+            return _train(cfg, spec, run_dir, total, accelerator, progress, stop_after, stop)
+
+
+def _train(cfg: SalmaConfig, spec: RunSpec, run_dir: Path, total: int, accelerator: Accelerator, progress: bool,
+           stop_after: int | None, stop: StopRequest) -> RunResult:
+    final = run_dir / "final"
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, spec)
     if spec.stage == "video":
@@ -164,9 +212,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
     core: SalmaModel = accelerator.unwrap_model(model)
     rank, world = accelerator.process_index, accelerator.num_processes
     per_process = max(1, cfg.train.batch_size // world)
-    if start == 0:
-        truncate_log(run_dir, 0)
-    else:
+    if accelerator.is_main_process:
         truncate_log(run_dir, start)
 
     model.train()
@@ -188,7 +234,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
         for micro in range(cfg.train.grad_accum):
             rng = batch_rng(cfg.train.seed, step, micro, rank)
             sync = micro == cfg.train.grad_accum - 1
-            with accelerator.no_sync(model) if not sync else _null():
+            with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with accelerator.autocast():
                     parts = step_losses(model, core, spec, scenes, rng, per_process, accelerator.device,
                                         gamma_scale, aux_scale,
@@ -197,6 +243,7 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum
         grad_norm = accelerator.clip_grad_norm_(params, cfg.train.grad_clip)
+        check_finite(spec, run_dir, step, sums, float(grad_norm), scaled=accelerator.scaler is not None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         row = {"step": step + 1, "lr": lr, "gamma_scale": gamma_scale, "aux_scale": aux_scale,
@@ -212,11 +259,17 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
             bar.set_postfix(loss=f"{sums['total']:.3f}", **({"val": f"{val:.3f}"} if val is not None else {}))
         done_here = step + 1 - start
         last = step + 1 == total
-        if accelerator.is_main_process and ((step + 1) % spec.checkpoint_every == 0 or last):
-            save_checkpoint(run_dir, core, optimizer, step + 1, head)
+        if accelerator.is_main_process and ((step + 1) % spec.checkpoint_every == 0 or last or stop.requested):
+            saved = save_checkpoint(run_dir, core, optimizer, step + 1, head)
+        if stop.requested:
+            accelerator.wait_for_everyone()
+            raise TrainingInterrupted(f"{spec.name} interrupted after step {step + 1}/{total}; checkpoint "
+                                      f"{saved if accelerator.is_main_process else run_dir}; rerun the same "
+                                      "command to resume from it")
         if stop_after is not None and done_here >= stop_after and not last:
             accelerator.wait_for_everyone()
             return RunResult(run_dir, final, {}, read_log(run_dir))
+    stop.release()  # Ctrl-C during the final evaluation interrupts it at once (the last checkpoint is saved)
     accelerator.wait_for_everyone()
     metrics = {}
     if accelerator.is_main_process:
@@ -224,17 +277,10 @@ def train(cfg: SalmaConfig, spec: RunSpec, runs_root: str | Path = "runs", progr
         metrics = _final_eval(core, spec) if spec.stage != "stage0" else stage0_eval(core, spec, head=head)
         core.save_pretrained(final)
         write_log_csv(run_dir)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+        # metrics.json last: its presence (with final/'s checksums) is what marks the run finished
+        atomic_write_json(run_dir / "metrics.json", metrics, indent=1, default=float)
     accelerator.wait_for_everyone()
     return RunResult(run_dir, final, metrics, read_log(run_dir))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _step_items(spec: RunSpec, scenes: TrainScenes, core: SalmaModel, cfg: SalmaConfig, start: int, total: int,
@@ -253,7 +299,13 @@ def _step_items(spec: RunSpec, scenes: TrainScenes, core: SalmaModel, cfg: Salma
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer runs in forked workers
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
                                             prefetch_factor=4 if workers else None,
-                                            persistent_workers=False))
+                                            persistent_workers=False, worker_init_fn=_ignore_sigint))
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C: the main process finishes its step and saves a checkpoint, which needs
+    the workers alive until then (a worker killed by the signal ends the loop with an error instead)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng, batch_size: int,
