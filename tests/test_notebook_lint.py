@@ -55,14 +55,15 @@ def _write(tmp_path, name, nb) -> Path:
 
 def _good_cells():
     return [new_markdown_cell("# Title\n\nintro"),
-            new_code_cell('PRESET = "small"\nSEEDS = [0, 1]\nLR = -1e-3', metadata={"tags": ["parameters"]}),
+            new_code_cell('PRESET = "small"\nSEEDS = [0, 1]\nRADIUS = 2.5', metadata={"tags": ["parameters"]}),
             new_code_cell("import salma")]
 
 
 def test_lint_accepts_a_good_notebook(tmp_path):
     path = _write(tmp_path, "07_good_one.ipynb", _notebook(_good_cells()))
     assert lint_notebook(path) == []
-    assert notebook_parameters(path) == {"PRESET": "small", "SEEDS": [0, 1], "LR": -1e-3}
+    assert notebook_parameters(path) == {"PRESET": "small", "SEEDS": [0, 1], "RADIUS": 2.5}
+    assert parse_parameters("LR = -1e-3") == ({"LR": -1e-3}, []), "a negative number is a literal"
 
 
 def test_lint_flags_a_bad_notebook(tmp_path):

@@ -31,6 +31,8 @@ import papermill as pm
 import yaml
 from tqdm.auto import tqdm
 
+from salma.cli.parameters import check_parameters, parameter_problem
+from salma.io import atomic_write_json
 from salma.paths import figures_dir, foundation_dir, repo_root
 from salma.report.results import write_results
 from salma.report.store import COMMAND_ENV
@@ -176,7 +178,10 @@ def run_all(notebooks_dir: str | Path, out_dir: str | Path, *, ci: bool = False,
 
     notebooks_dir = Path(notebooks_dir)
     chosen = select(list_notebooks(notebooks_dir), only)
-    overrides = {**(load_ci_parameters(notebooks_dir) if ci else {}), **(parameters or {})}
+    ci_values = load_ci_parameters(notebooks_dir) if ci else {}
+    check_parameters(ci_values, str(notebooks_dir / CI_PARAMETERS_FILE))
+    check_parameters(parameters or {}, "-p")
+    overrides = {**ci_values, **(parameters or {})}
     unused = set(parameters or {}) - {k for nb in chosen for k in notebook_parameters(nb)}
     if unused:
         raise ValueError(f"parameter(s) {', '.join(sorted(unused))} are defined by none of the selected "
@@ -207,8 +212,26 @@ def run_all(notebooks_dir: str | Path, out_dir: str | Path, *, ci: bool = False,
     os.environ.pop(COMMAND_ENV, None)
     bar.close()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "timings.json").write_text(json.dumps(records, indent=2) + "\n")
+    merge_timings(Path(out_dir) / "timings.json", records)
     return records
+
+
+def merge_timings(path: Path, records: list[dict[str, Any]]) -> Path:
+    """Write this run's records into ``path`` (timings.json), keeping the records of notebooks it did not run
+    (``reproduce --only 05`` must not erase the timings of the others), sorted by notebook; atomically."""
+    kept: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); delete it (it only holds earlier runs' "
+                             "timings) and rerun") from exc
+        if not isinstance(previous, list) or not all(isinstance(r, dict) and "notebook" in r for r in previous):
+            raise ValueError(f"{path} does not hold a list of notebook records; delete it and rerun")
+        ran = {r["notebook"] for r in records}
+        kept = [r for r in previous if r["notebook"] not in ran]
+    merged = sorted(kept + records, key=lambda r: r["notebook"])
+    return atomic_write_json(path, merged, indent=2)
 
 
 def reproduce_command(notebook: Path, parameters: dict[str, Any], ci: bool) -> str:
@@ -264,7 +287,7 @@ def lint_notebook(path: str | Path) -> list[str]:
             problems.append(f"cell {i} is tagged 'parameters' but is not a code cell")
         else:
             values, bad = parse_parameters(_source(nb.cells[i]))
-            problems += bad
+            problems += bad + [p for name, value in values.items() if (p := parameter_problem(name, value))]
             if not values and not bad:
                 problems.append("the parameters cell defines no parameter")
     for i, cell in enumerate(nb.cells):
