@@ -94,3 +94,14 @@ def test_diagnose_probes_write_one_row_per_feature_level(tmp_path, capsys):
     assert list(probes["features"]) == [*diagnose.PROBE_LEVELS, "chance (majority class)"]
     assert {"category_id", "colour", "size", "shade"} <= set(probes.columns)
     assert probes[["category_id", "colour"]].to_numpy().min() >= 0 and probes[["category_id"]].to_numpy().max() <= 100
+
+
+def test_diagnose_of_the_shipped_foundation_writes_outside_the_repository(monkeypatch, tmp_path):
+    """Case 8 of issue 23 for diagnose: the default output of a tracked checkpoint goes under runs/."""
+    from salma.paths import REPO_ROOT
+
+    monkeypatch.setenv("SALMA_RUNS_DIR", str(tmp_path))
+    before = sorted((REPO_ROOT / "foundation" / "small").rglob("*"))
+    assert main(["diagnose", "--checkpoint", str(REPO_ROOT / "foundation" / "small"), "--limit", "2"]) == 0
+    assert (tmp_path / "diagnosis" / "small-limit2" / "picks.csv").is_file()
+    assert sorted((REPO_ROOT / "foundation" / "small").rglob("*")) == before

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("salma.cli.model:train", "fine-tune one ablation variant from the foundation"),
     "evaluate": ("salma.cli.evaluate",
                  "evaluate a checkpoint on refer-format images (cIoU, gIoU) or on video data (J&F), beside the floors"),
-    "diagnose": ("salma.report.diagnose", "which object a checkpoint's masks land on, by expression kind and by the words used"),
+    "diagnose": ("salma.cli.diagnose", "which object a checkpoint's masks land on, by expression kind and by the words used"),
     "bench": ("salma.cli.bench", "paper Table 5 (params, GMAC/GFLOP) and Sa2VA vs SALMA latency at paper scale"),
     "results": ("salma.cli.results", "write RESULTS.md from the result JSON the notebooks wrote to figures/"),
 }

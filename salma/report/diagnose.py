@@ -1,5 +1,5 @@
 """Where a referring model goes wrong on SynRef: which object its mask lands on, by expression kind and by
-the attribute words the expression uses (the foundation issue's diagnosis, ``python -m salma diagnose``).
+the attribute words the expression uses (``python -m salma diagnose``, ``salma.cli.diagnose``).
 
 cIoU says how much a model misses, not why. On SynRef every object of an image is annotated, so each
 prediction can be assigned to the object it overlaps best ("the pick"): the target, one of the target's
@@ -15,30 +15,20 @@ An expression's signature is the sorted set of groups it uses, e.g. "shape", "co
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from salma.data.refer import ReferDataset
 from salma.data.synref_words import COLOURS, EXTREMES, SHAPES, SIZE_WORDS
 from salma.eval.image import evaluate_model
-from salma.model import SalmaModel
-from salma.paths import foundation_dir
 from salma.report.measures import mask_iou
 from salma.sam2_ext import preprocess_images
 from salma.train.batches import _mask_tensor
-from salma.train.datasets import synref_root, val_only_root
 from salma.train.heads import ObjectHead
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 MIN_IOU = 0.1  # below this best IoU with every object, the prediction picks "nothing"
 PICKS: tuple[str, ...] = ("target", "distractor", "other object", "nothing")
@@ -187,59 +177,3 @@ def feature_probes(model, train, val, n_train: int = 1500, n_val: int = 300) -> 
             for level in PROBE_LEVELS]
     majority = {k: 100 * max(y_va[k].count(c) for c in set(y_va[k])) / len(y_va[k]) for k in keys}
     return rows + [{"features": "chance (majority class)", "channels": 0, "objects (train/val)": "", **majority}]
-
-
-# ============================================================================================ command line
-def _positive_int(text: str) -> int:
-    """argparse type of ``--limit``: a whole number >= 1 (``--limit 0`` would end in an empty table). The rule
-    of ``salma.cli.args.positive_int``, repeated because the report layer may not import the cli layer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a whole number >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; give a whole number >= 1")
-    return value
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", default=None,
-                   help="a SalmaModel directory (default: the preset's shipped foundation, foundation/<preset>)")
-    p.add_argument("--preset", default="small", help="whose SynRef val split to read (default: small)")
-    p.add_argument("--data", default=None, help="a SynRef root instead of the preset's val split")
-    p.add_argument("--limit", type=_positive_int, default=400,
-                   help="the first N val expressions (N >= 1; default 400)")
-    p.add_argument("--out", default=None, help="folder for picks.csv and the two tables (default: the checkpoint's)")
-    p.add_argument("--probes", action="store_true",
-                   help="also fit linear probes of each object's category/colour/size/shade on the frozen SAM-2 "
-                        "features (1,500 train and 300 val images; about 30 s on a CPU): probes.csv")
-
-
-def run(args) -> int:
-    """``python -m salma diagnose``: print the pick tables by kind and by word signature, write them."""
-
-    checkpoint = Path(args.checkpoint) if args.checkpoint else foundation_dir(args.preset)
-    model = SalmaModel.from_pretrained(checkpoint)
-    root = Path(args.data) if args.data else val_only_root(args.preset)
-    dataset = ReferDataset(root, "synref", split="val")
-    rows = pick_rows(model, dataset, limit=args.limit)
-    by_kind, by_words = pick_table(rows, "kind"), pick_table(rows, "signature")
-    probes = None
-    if args.probes:  # a train split to fit on: the preset's full SynRef (generated on first use) or --data
-        train = ReferDataset(Path(args.data) if args.data else synref_root(args.preset), "synref", split="train")
-        probes = feature_probes(model, train, dataset)
-
-    out = Path(args.out) if args.out else checkpoint / "diagnosis"
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "picks.csv", index=False)
-    with pd.option_context("display.max_columns", None, "display.width", 200):
-        for name, table in (("by_kind", by_kind), ("by_words", by_words)):
-            table.round(2).to_csv(out / f"{name}.csv", index=False)
-            print(f"\nWhich object the masks land on ({name.replace('_', ' ')}), {checkpoint}, {len(rows)} expressions:")
-            print(table.round(1).to_string(index=False))
-        if probes is not None:
-            pd.DataFrame(probes).round(1).to_csv(out / "probes.csv", index=False)
-            print(f"\nLinear probes of each object's attributes on {checkpoint}'s frozen SAM-2 features (val accuracy, %):")
-            print(pd.DataFrame(probes).round(1).to_string(index=False))
-    print(f"\nwrote picks.csv, by_kind.csv, by_words.csv{', probes.csv' if probes is not None else ''} to {out}")
-    return 0
