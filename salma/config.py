@@ -24,6 +24,7 @@ from typing import Any
 
 PRESET_NAMES = ("tiny", "small", "paper")
 MBA_MODES = ("gate", "bias")
+FILM_KINDS = ("residual", "gated")
 TEXT_SOURCES = ("expression", "seg_only")
 
 
@@ -40,6 +41,9 @@ class SAM2Config:
     overrides: tuple[str, ...] = ()
     checkpoint: str | None = None  # local path to a SAM-2 .pt checkpoint; never fetched
     multimask_prior: bool = True  # pre-pass keeps the best-IoU of the 3 masks (docs/method.md section 3.1)
+    # Final (language) decoder pass: False = one mask, what the kit's presets train and predict; True = the best
+    # predicted IoU of 3 masks, as Sa2VA and the released SALMA decode (what real weights expect).
+    multimask_output: bool = False
     freeze_encoder: bool = True  # Sa2VA/SALMA freeze SAM-2's image encoder; the embedded presets train it
 
 
@@ -83,12 +87,21 @@ class MBAConfig:
     num_heads: int = 8
     top_k: int = 2
     mode: str = "gate"  # "gate": G * O_attn; "bias": logit(G) added to the attention logits
-    film: bool = False  # Residual FiLM on top of the gate (paper Table 3)
+    film: bool = False  # Residual FiLM beside the gated attention (paper Table 3)
+    # "residual": F + gamma_film * (scale(t) * LN(F) + shift(t)) from an MLP of the text, with its own gamma_film
+    # (the paper's and the released code's); "gated": the kit's earlier reading, (scale * F + shift) added to
+    # the attention output inside the gate, zero-initialised (so it equals plain MBA until it learns)
+    film_kind: str = "residual"
     tau_gate: float = 1.0
     router_hidden: int = 256
     text_source: str = "expression"  # "seg_only" reproduces the released code (N = 1)
     gamma_init: float = 0.0
     gamma_warmup_ratio: float = 0.05  # released config: 0.10
+    # Zero-initialise the output projection (weights and bias) so that the branch starts as the identity even
+    # with gamma_init > 0 and its weights get gradients from step 0 (the zero-init residual of ControlNet and
+    # adapters). Not the paper's: there gamma = 0 keeps the branch shut at the start.
+    zero_init_output: bool = False
+    dropout: float = 0.0  # on the attention weights; the released config uses 0.1, the paper does not say
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,9 @@ class TrainConfig:
     # trained model in a short fine-tuning run. 1.0 is the paper's single learning rate; scaling it did not
     # give the branch a consistent gradient (docs/method.md section 11).
     mba_lr_scale: float = 1.0
+    # Learning-rate multiplier of gamma alone (on top of mba_lr_scale): AdamW moves a parameter by about lr per
+    # step, so a short run caps |gamma| near the sum of its learning rates (docs/method.md section 11).
+    gamma_lr_scale: float = 1.0
     # Learning-rate multiplier of the MLLM and text_hidden_fcs: in the SynRef foundation's stage 1 the MLLM
     # is trained from scratch while SAM-2's decoder comes trained from stage 0. 1.0 is the paper's single rate.
     mllm_lr_scale: float = 1.0
@@ -243,6 +259,7 @@ SYNREF_FINETUNE_LOSS = LossConfig(bce_weight=0.5, dice_weight=2.0)
 
 
 def _tiny() -> SalmaConfig:
+    """The small preset's departures from the paper (see ``_small``) at test sizes."""
     return SalmaConfig(
         name="tiny",
         sam2=SAM2Config(
@@ -267,6 +284,10 @@ def _tiny() -> SalmaConfig:
 
 
 def _small() -> SalmaConfig:
+    """Departs from the paper in more than sizes: the whole LLM and InternViT are trained (``lora=False``,
+    ``freeze_vision=False``; the paper trains LoRA on the LLM with a frozen vision encoder), the final decoder
+    pass is single-mask (``multimask_output=False``; Sa2VA keeps the best of 3), and fine-tuning uses the
+    foundation's loss weights (``SYNREF_FINETUNE_LOSS``) and a CPU-length recipe."""
     return SalmaConfig(
         name="small",
         sam2=SAM2Config(
@@ -317,6 +338,16 @@ def validate(cfg: SalmaConfig) -> SalmaConfig:
         raise ValueError(f"mba.text_source={cfg.mba.text_source!r}; accepted values: {', '.join(TEXT_SOURCES)}")
     if cfg.mba.top_k < 1:
         raise ValueError(f"mba.top_k={cfg.mba.top_k} must be >= 1")
+    if cfg.mba.film_kind not in FILM_KINDS:
+        raise ValueError(f"mba.film_kind={cfg.mba.film_kind!r}; accepted values: {', '.join(FILM_KINDS)}")
+    if cfg.mba.gamma_init < 0:
+        raise ValueError(f"mba.gamma_init={cfg.mba.gamma_init} must be >= 0 (0 is the paper's: the branch starts shut)")
+    if not 0.0 <= cfg.mba.dropout < 1.0:
+        raise ValueError(f"mba.dropout={cfg.mba.dropout} must lie in [0, 1)")
+    for name in ("mba_lr_scale", "gamma_lr_scale", "mllm_lr_scale"):
+        if getattr(cfg.train, name) <= 0:
+            raise ValueError(f"train.{name}={getattr(cfg.train, name)} must be > 0 (1.0 is the paper's single "
+                             "learning rate)")
     if cfg.sam2.prompt_dim % cfg.mba.num_heads:
         raise ValueError(f"sam2.prompt_dim={cfg.sam2.prompt_dim} is not divisible by mba.num_heads={cfg.mba.num_heads}")
     return cfg

@@ -147,8 +147,8 @@ def tmc_loss(visual: Tensor, seg_embed: Tensor, gt_mask: Tensor, temperature: fl
     gt_mask: (B, 1, H, W) ground-truth masks, any H, W (resized to h, w by :func:`masked_average`).
 
     z_v = masked_average(visual, gt_mask), z_t = seg_embed, both L2-normalised; logits = z_v z_t^T / T;
-    the loss is the mean of the cross-entropies along rows and columns (positives on the diagonal, the
-    other pairs of the batch are the negatives). Samples whose resized GT mask is empty have no z_v and
+    the loss is the sum of the cross-entropies along rows and along columns, as paper Eq. 3 writes it
+    (positives on the diagonal, the other pairs of the batch are the negatives). Samples whose resized GT mask is empty have no z_v and
     are excluded (from the positives and from the negatives). With no valid sample the loss is a zero that
     still carries the graph; with one it is exactly 0 (a single pair has no negative). Returns a scalar
     float32 tensor. Never swallows an error: shapes that resizing cannot fix raise ValueError.
@@ -176,7 +176,8 @@ def tmc_loss(visual: Tensor, seg_embed: Tensor, gt_mask: Tensor, temperature: fl
             raise ValueError(f"tmc_loss: groups must be ({visual.shape[0]},); got {tuple(groups.shape)}")
         logits = logits.masked_fill(~tmc_allowed_pairs(groups.to(logits.device)[valid]), float("-inf"))
     labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    # Eq. 3 sums the two directions (visual->text and text->visual); it does not average them.
+    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
 
 
 def sobel_magnitude(x: Tensor, eps: float = 1e-6) -> Tensor:
@@ -207,7 +208,8 @@ def boundary_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def total_loss(parts: Mapping[str, Tensor], cfg: LossConfig, aux_scale: float) -> Tensor:
-    """L_total = seg + aux_scale * (tmc_weight * tmc + boundary_weight * boundary) (+ lm_weight * lm).
+    """L_total = seg (+ lm_weight * lm) + aux_scale * (tmc_weight * tmc + boundary_weight * boundary): the one
+    definition, which ``SalmaModel.forward`` uses.
 
     parts: scalar losses keyed "seg" (required), "tmc", "boundary", "lm" (optional). A part whose weight
     is non-zero must be present (nothing is skipped silently); a part whose weight is 0 is ignored even if
@@ -218,6 +220,8 @@ def total_loss(parts: Mapping[str, Tensor], cfg: LossConfig, aux_scale: float) -
     if not 0.0 <= float(aux_scale) <= 1.0:
         raise ValueError(f"total_loss: aux_scale={aux_scale} must lie in [0, 1]")
     loss = parts["seg"]
+    if "lm" in parts and cfg.lm_weight != 0:
+        loss = loss + cfg.lm_weight * parts["lm"]
     for key, weight in (("tmc", cfg.tmc_weight), ("boundary", cfg.boundary_weight)):
         if weight == 0:
             continue
@@ -225,6 +229,4 @@ def total_loss(parts: Mapping[str, Tensor], cfg: LossConfig, aux_scale: float) -
             raise ValueError(f"total_loss: LossConfig.{key}_weight={weight} but parts has no {key!r} "
                              f"(keys {sorted(parts)}); compute it or set the weight to 0")
         loss = loss + float(aux_scale) * weight * parts[key]
-    if "lm" in parts and cfg.lm_weight != 0:
-        loss = loss + cfg.lm_weight * parts["lm"]
     return loss

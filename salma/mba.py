@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salma.config import MBA_MODES, MBAConfig
+from salma.config import FILM_KINDS, MBA_MODES, MBAConfig
 
 # logit(G) = M / tau is clamped to this magnitude before it enters the attention logits: SAM-2 logits can
 # reach hundreds, and sigmoid(+-20) is already within 2e-9 of 0 or 1, so nothing is lost while bf16 sums
 # keep their precision.
 BIAS_CLAMP = 20.0
 
-__all__ = ["BIAS_CLAMP", "MBAOutput", "MaskBiasedAttention", "linear_warmup"]
+__all__ = ["BIAS_CLAMP", "MBAOutput", "MaskBiasedAttention", "linear_warmup", "write_ratio"]
 
 
 @dataclass
@@ -73,6 +73,25 @@ def linear_warmup(step: int, total_steps: int, ratio: float) -> float:
     return float(min(1.0, max(0.0, step / max(1.0, ratio * total_steps))))
 
 
+def write_ratio(before: Tensor, after: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """How much MBA writes into the features: r = ||F_v' - F_v|| / ||F_v|| per sample, averaged over the batch.
+
+    before, after: (B, C, h, w) F_v and F_v'; masks: optional (B, 1, H, W) target masks (resized to h x w by
+    area, so a partly covered cell counts by its coverage). Returns (r over the whole map, r inside the
+    targets or None), float32 scalars without gradient; samples whose resized mask is empty are left out of
+    the second. r is exactly 0 when gamma_eff is 0 (F_v' = F_v)."""
+    with torch.no_grad():
+        diff, base = (after - before).float(), before.float()
+        overall = (diff.flatten(1).norm(dim=1) / base.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
+        if masks is None:
+            return overall, None
+        m = F.interpolate(masks.float(), size=before.shape[-2:], mode="area")
+        inside = (diff * m).flatten(1).norm(dim=1), (base * m).flatten(1).norm(dim=1)
+        seen = inside[1] > 0
+        target = (inside[0][seen] / inside[1][seen]).mean() if bool(seen.any()) else torch.tensor(float("nan"))
+        return overall, target
+
+
 class MaskBiasedAttention(nn.Module):
     """Mask-Biased Attention (paper Eq. 1-2): text -> visual cross-attention written where the prior says.
 
@@ -96,12 +115,14 @@ class MaskBiasedAttention(nn.Module):
       here. "Zero value" holds in the output space: the output projection's bias is weighted by the
       attention mass on the text, so a position that attends only to the null key gets O_attn = 0.
       F_v' = F_v + gamma_eff * O_attn.
-    - ``film=True`` (Residual FiLM, paper Table 3 where it hurts; this is the kit's reading of it): a
-      feature-wise affine modulation from the text on top of the gate. (scale, shift) = Linear(mean of the
-      selected, router-weighted tokens) -> 2*C, initialised to zeros so that FiLM starts as plain MBA;
-      gate mode: F_v' = F_v + gamma_eff * G * (O_attn + scale * F_v + shift);
-      bias mode:  F_v' = F_v + gamma_eff * (O_attn + G * (scale * F_v + shift)) (the prior already shaped
-      O_attn through the logits, so only the FiLM term is gated).
+    - ``film=True`` (Residual FiLM, paper Table 3 where it hurts). (scale, shift) come from the mean of the
+      selected, router-weighted tokens t. ``film_kind="residual"`` (the paper's and the released code's): a
+      separate residual beside the gated attention, from a randomly initialised MLP of t with its own learnable
+      gamma_film (init gamma_init, same warm-up): F_v' = F_v + gamma_eff * update + gamma_film_eff *
+      (scale(t) * LN(F_v) + shift(t)). ``film_kind="gated"`` (the kit's earlier reading): (scale, shift) =
+      Linear(t), zero-initialised, inside the gate; gate mode: F_v' = F_v + gamma_eff * G * (O_attn +
+      scale * F_v + shift); bias mode: F_v' = F_v + gamma_eff * (O_attn + G * (scale * F_v + shift)). It equals
+      plain MBA until its Linear learns, and with gamma ~ 0 it cannot learn, so it is a named option only.
 
     gamma is a learnable scalar (cfg.gamma_init, paper 0); gamma_eff = gamma * warmup_scale. With gamma
     at 0 the output equals the input exactly, and gamma still gets a gradient, so training can move it.
@@ -133,13 +154,26 @@ class MaskBiasedAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         self.sink_key = nn.Parameter(torch.zeros(cfg.num_heads, self.head_dim))
-        self.film: nn.Linear | None = None
-        if cfg.film:
+        if cfg.film_kind not in FILM_KINDS:
+            raise ValueError(f"mba.film_kind={cfg.film_kind!r}; accepted values: {', '.join(FILM_KINDS)}")
+        self.film: nn.Module | None = None
+        if cfg.film and cfg.film_kind == "residual":
+            # an MLP of the text, randomly initialised: its modulation is non-zero from step 0, and gamma_film
+            # (init gamma_init, warmed up as gamma) decides how much of it is added
+            self.film = nn.Sequential(nn.Linear(dim, cfg.router_hidden), nn.GELU(), nn.Linear(cfg.router_hidden, 2 * dim))
+            self.film_norm = nn.LayerNorm(dim)
+            self.gamma_film = nn.Parameter(torch.tensor(float(cfg.gamma_init)))
+        elif cfg.film:
             self.film = nn.Linear(dim, 2 * dim)
-            # Zero init: FiLM starts as the identity modulation, so enabling it does not perturb a
-            # fine-tuning run at step 0.
+            # Zero init: the gated FiLM starts as the identity modulation, i.e. as plain MBA.
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
+        if cfg.zero_init_output:
+            # the branch writes nothing at step 0 whatever gamma is; gamma and the other weights get gradients
+            nn.init.zeros_(self.out_proj.weight)
+            nn.init.zeros_(self.out_proj.bias)
+        # only when asked for: a Dropout at p=0 would still be a module call in every step's trace
+        self.attn_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.gamma = nn.Parameter(torch.tensor(float(cfg.gamma_init)))
 
     def extra_repr(self) -> str:
@@ -234,7 +268,7 @@ class MaskBiasedAttention(nn.Module):
             sink = (q.float() * self.sink_key.float()[None, :, None, :]).sum(-1, keepdim=True) * scale
             logits = torch.cat([logits + bias, sink], dim=-1)  # (B, h, HW, K + 1)
         attn = torch.softmax(logits, dim=-1)
-        text_attn = attn[..., : self.top_k]
+        text_attn = self.attn_dropout(attn[..., : self.top_k])
         o = torch.matmul(text_attn.to(v.dtype), v)  # (B, h, HW, d)
         # The null key's value is zero *after* the output projection: the projection's bias is weighted by
         # the attention mass on the text (mean over heads), so a position that attends only to the null
@@ -245,11 +279,16 @@ class MaskBiasedAttention(nn.Module):
         attn_output = o.transpose(1, 2).reshape(b, c, h, w)
 
         film_term: Tensor | None = None
+        residual_film: Tensor | None = None
         if self.film is not None:
             valid_f = pick_valid.unsqueeze(-1).to(weighted.dtype)
             pooled = (weighted * valid_f).sum(1) / valid_f.sum(1).clamp_min(1.0)  # (B, C)
             film_scale, film_shift = self.film(pooled).chunk(2, dim=-1)
-            film_term = film_scale[..., None, None] * visual + film_shift[..., None, None]
+            if self.cfg.film_kind == "residual":
+                normed = self.film_norm(x).transpose(1, 2).reshape(b, c, h, w)  # LN over channels, per position
+                residual_film = film_scale[..., None, None] * normed + film_shift[..., None, None]
+            else:
+                film_term = film_scale[..., None, None] * visual + film_shift[..., None, None]
 
         if self.cfg.mode == "gate":
             update = attn_output if film_term is None else attn_output + film_term
@@ -258,7 +297,10 @@ class MaskBiasedAttention(nn.Module):
             update = attn_output if film_term is None else attn_output + gate * film_term
 
         gamma_eff = self.gamma * float(warmup_scale)
-        features = (visual + gamma_eff * update).to(visual.dtype)
+        features = visual + gamma_eff * update
+        if residual_film is not None:
+            features = features + self.gamma_film * float(warmup_scale) * residual_film
+        features = features.to(visual.dtype)
         return MBAOutput(
             features=features,
             gate=gate,

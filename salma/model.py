@@ -31,7 +31,7 @@ from salma.batch import Batch, BatchCollator
 from salma.checkpoint import load_state_dict, save_state_dict, verify_checksums, write_checksums
 from salma.config import SalmaConfig, validate
 from salma.io import atomic_write_text
-from salma.losses import boundary_loss, segmentation_loss, tmc_loss
+from salma.losses import boundary_loss, segmentation_loss, tmc_loss, total_loss
 from salma.mba import MaskBiasedAttention, MBAOutput
 from salma.mllm import (
     ANSWER,
@@ -178,8 +178,10 @@ class SalmaModel(nn.Module):
             mba_out = self.mba(feats.image_embed, text, prior, text_mask=text_mask, warmup_scale=gamma_scale,
                                return_attention=return_attention)
             image_embed = mba_out.features
-        dec = self.sam.decode(image_embed, feats.high_res, language=language[:, None])
-        return SegmentOutput(dec.low_res_logits, prior, mba_out, language)
+        # one mask, or the best predicted IoU of 3 (cfg.sam2.multimask_output: Sa2VA's final pass)
+        dec = self.sam.decode(image_embed, feats.high_res, language=language[:, None],
+                              multimask=self.cfg.sam2.multimask_output)
+        return SegmentOutput(dec.best(), prior, mba_out, language)
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: Batch, gamma_scale: float = 1.0, aux_scale: float = 1.0) -> ModelOutput:
@@ -209,19 +211,16 @@ class SalmaModel(nn.Module):
         # that show the target (see losses.dice_loss).
         parts = dict(segmentation_loss(logits, batch.gt_masks, lc.bce_weight, lc.dice_weight,
                                        skip_empty_dice=video))
-        total = parts["seg"]
         if lm_loss is not None:
             parts["lm"] = lm_loss
-            total = total + lc.lm_weight * lm_loss
         if lc.tmc_weight > 0:
             # TMC pools the *pre-MBA* features over the GT mask (resized to the feature map inside tmc_loss).
             # Video: one row per (clip, frame with the target visible) (empty frames drop out in tmc_loss);
             # rows of the same target object are never each other's negatives.
             parts["tmc"] = tmc_loss(feats.image_embed, language, batch.gt_masks, lc.tmc_temperature, groups=groups)
-            total = total + aux_scale * lc.tmc_weight * parts["tmc"]
         if lc.boundary_weight > 0:
             parts["boundary"] = boundary_loss(logits, batch.gt_masks)
-            total = total + aux_scale * lc.boundary_weight * parts["boundary"]
+        total = total_loss(parts, lc, aux_scale)
         parts["total"] = total
         return ModelOutput(total, parts, seg, feats)
 
@@ -298,10 +297,13 @@ class SalmaModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, cfg: SalmaConfig | None = None) -> SalmaModel:
+    def from_pretrained(cls, directory: str | os.PathLike, cfg: SalmaConfig | None = None,
+                        new_mba: bool = False) -> SalmaModel:
         """Load a directory written by ``save_pretrained`` (local only). ``cfg`` may change the non-shape
         parts (MBA mode, losses, recipe); a config whose weight shapes differ raises ValueError. The weights
-        are checked against the sha256 the folder records (``salma.checkpoint.verify_checksums``) first."""
+        are checked against the sha256 the folder records (``salma.checkpoint.verify_checksums``) first.
+        ``new_mba``: the checkpoint may lack the MBA weights ``cfg`` asks for (fine-tuning SALMA from a
+        baseline foundation: they start from their initialisation); see ``load_matching``."""
 
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
@@ -325,17 +327,31 @@ class SalmaModel(nn.Module):
         verify_checksums(directory, [WEIGHTS_FILE])
         model = cls(cfg, tokenizer=tokenizer)
         state = load_state_dict(directory / WEIGHTS_FILE)
-        model.load_matching(state, source=directory / WEIGHTS_FILE)
+        model.load_matching(state, source=directory / WEIGHTS_FILE, new_mba=new_mba)
         return model
 
-    def load_matching(self, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict") -> None:
-        """Load weights; MBA weights may be absent (fine-tuning SALMA from a Sa2VA baseline foundation),
-        every other missing or unexpected key, or a shape mismatch, raises ValueError naming the keys."""
+    def load_matching(self, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict",
+                      new_mba: bool = False) -> None:
+        """Load weights. Every missing or unexpected key, or a shape mismatch, raises ValueError naming the
+        keys, with two exceptions: the MBA weights of an MBA-enabled model may be absent when ``new_mba``
+        (fine-tuning SALMA from a Sa2VA baseline foundation: the branch starts from its initialisation), and
+        a checkpoint's MBA weights are dropped when this model has no MBA (the baseline read from a SALMA
+        checkpoint). Without ``new_mba`` a SALMA model never silently becomes the baseline (the released
+        code's failure: docs/method.md section 3.5)."""
         own = self.state_dict()
         bad_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
         if bad_shape:
             raise ValueError(f"{source}: shapes differ for {bad_shape[:5]} ... (a checkpoint from another config?)")
         result = self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own}, strict=False)
+        missing_mba = [k for k in result.missing_keys if k.startswith("mba.")]
+        if missing_mba and not new_mba:
+            some = any(k.startswith("mba.") for k in state)
+            what = (f"lacks MBA weights {missing_mba[:3]} (a checkpoint of another MBA variant?)" if some else
+                    f"has no MBA weights ({missing_mba[:3]} ...): loaded as is this model would be the baseline "
+                    "with an untrained branch")
+            raise ValueError(f"{source} {what}, but this model's config asks for them. Load it with the config "
+                             "it was saved with (for no MBA: cfg.mba.enabled=False), or with new_mba=True to start "
+                             "the missing weights from their initialisation (fine-tuning from a foundation)")
         missing = [k for k in result.missing_keys if not k.startswith("mba.")]
         unexpected = [k for k in state if k not in own and not k.startswith("mba.")]
         if missing or unexpected:

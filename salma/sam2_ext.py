@@ -120,6 +120,15 @@ class DecoderOutput:
         idx = self.ious.argmax(dim=1)
         return self.low_res_logits[torch.arange(idx.shape[0], device=idx.device), idx].unsqueeze(1)
 
+    def best_only(self) -> DecoderOutput:
+        """This output reduced to the best predicted-IoU mask (M = 1): logits, IoU and output token."""
+        if self.low_res_logits.shape[1] == 1:
+            return self
+        idx = self.ious.argmax(dim=1)
+        rows = torch.arange(idx.shape[0], device=idx.device)
+        return DecoderOutput(self.low_res_logits[rows, idx][:, None], self.ious[rows, idx][:, None],
+                             self.object_score_logits, self.tokens[rows, idx][:, None])
+
 
 class LanguageSAM2(nn.Module):
     """A thin wrapper over ``SAM2Base`` that adds language tokens to the sparse prompt.

@@ -91,6 +91,7 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
         self._own_embed: torch.Tensor | None = None
         object.__setattr__(self, "_mba", None)
         self._multimask_prior = True
+        self._multimask_output = False
         self._prior_fn = sam2_ext.structural_prior
         self.prior_cache: dict[int, torch.Tensor] = {}
 
@@ -132,8 +133,8 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
         """sam2's mask head with e appended to the sparse prompt (conditioning frames) and, for SALMA, this
         frame's prior and MBA on ``backbone_features`` (B, C, h, w) first. Returns sam2's 7-tuple.
 
-        Decodes with ``multimask=False`` whatever sam2's ``_use_multimask`` asks for: the kit trains the
-        decoder's single-mask output (``SalmaModel.segment``), so the video path decodes the same way.
+        Decodes as ``SalmaModel.segment`` does (``cfg.sam2.multimask_output``: one mask, or the best predicted
+        IoU of 3, whose output token then gives the object pointer), whatever sam2's ``_use_multimask`` asks.
         """
         prompt = self._prompt
         if prompt is None or point_inputs is not None or mask_inputs is not None:
@@ -152,7 +153,8 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
             image_embed = self._mba(backbone_features, prompt.text.expand(b, -1, -1), prior.expand(b, -1, -1, -1),
                                     text_mask=prompt.text_mask.expand(b, -1)).features
         language = prompt.language.view(1, 1, -1).expand(b, 1, -1) if self._with_language else None
-        dec = sam.decode(image_embed, high_res_features, language=language, multimask=False)
+        dec = sam.decode(image_embed, high_res_features, language=language,
+                         multimask=self._multimask_output).best_only()
         # From here on as sam2's _forward_sam_heads, minus the -1024 override (Sa2VA's released code drops it).
         low_res = dec.low_res_logits
         high_res = F.interpolate(low_res, size=(self.image_size, self.image_size), mode="bilinear",
@@ -180,6 +182,7 @@ class LanguageVideoPredictor(SAM2VideoPredictor):
         become a submodule of the predictor (its weights belong to the SalmaModel)."""
         object.__setattr__(self, "_mba", model.mba)
         self._multimask_prior = model.cfg.sam2.multimask_prior
+        self._multimask_output = model.cfg.sam2.multimask_output
         self._prior_fn = prior_function(model)
 
     @torch.inference_mode()

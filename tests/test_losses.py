@@ -174,3 +174,14 @@ def test_total_loss_weights_and_missing_parts():
         total_loss({"seg": torch.tensor(1.0), "boundary": torch.tensor(1.0)}, cfg, 1.0)
     off = LossConfig(tmc_weight=0.0, boundary_weight=0.0)
     assert total_loss({"seg": torch.tensor(1.0)}, off, 1.0).item() == 1.0
+
+
+def test_tmc_is_the_sum_of_both_directions_as_eq3_writes_it():
+    """Issue 24: TMC returned half of Eq. 3's sum (the mean of the two cross-entropies)."""
+    visual, emb, masks = tmc_batch()
+    z_v = F.normalize(masked_average(visual, masks)[0], dim=-1)
+    z_t = F.normalize(emb, dim=-1)
+    logits = z_v @ z_t.T / 0.15
+    labels = torch.arange(4)
+    expected = F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
+    assert torch.allclose(tmc_loss(visual, emb, masks, temperature=0.15), expected)

@@ -27,7 +27,10 @@ def inputs(seed: int = 1, n: int = N, prior_hw: tuple[int, int] = (H, W)):
 
 
 def randomise_film(m: MaskBiasedAttention) -> None:
-    # FiLM is zero-initialised (starts as plain MBA); give it weights so that its effect is visible.
+    # The residual FiLM's MLP is random already (gamma_film decides); the gated FiLM is zero-initialised
+    # (starts as plain MBA): give it weights so that its effect is visible.
+    if m.cfg.film_kind == "residual":
+        return
     with torch.no_grad():
         m.film.weight.normal_(0, 0.2)
         m.film.bias.normal_(0, 0.2)
@@ -103,8 +106,11 @@ def test_bias_and_film_differ_from_gate():
     film_m = make("gate", film=True)
     randomise_film(film_m)
     film = film_m(visual, text, prior).features
+    gated_m = make("gate", film=True, film_kind="gated")
+    randomise_film(gated_m)
+    gated = gated_m(visual, text, prior).features
     assert not torch.allclose(gate, bias)
-    assert not torch.allclose(gate, film)
+    assert not torch.allclose(gate, film) and not torch.allclose(gate, gated) and not torch.allclose(film, gated)
 
 
 def test_bias_mode_depends_on_prior():

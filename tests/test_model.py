@@ -6,6 +6,7 @@ Every test builds the tiny preset (about 1 M parameters, a second to build) with
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -135,21 +136,42 @@ def test_predict_image_reuses_prior_for_several_expressions(tokenizer):
         assert np.array_equal(t.prior, a.prior)
 
 
-@pytest.mark.parametrize("mode,film", [("bias", False), ("gate", True)])
-def test_bias_and_film_modes_run_and_differ_from_gate(tokenizer, mode, film):
+@pytest.mark.parametrize("mode,film,kind", [("bias", False, "residual"), ("gate", True, "residual"),
+                                            ("gate", True, "gated")])
+def test_bias_and_film_modes_run_and_differ_from_gate(tokenizer, mode, film, kind):
     gate = make_model(tokenizer)
-    other = make_model(tokenizer, mode=mode, film=film)
-    other.load_matching(gate.state_dict())
+    other = make_model(tokenizer, mode=mode, film=film, film_kind=kind)
+    other.load_matching(gate.state_dict(), new_mba=film)  # FiLM's weights are new to a plain MBA state
     for m in (gate, other):
         with torch.no_grad():
             m.mba.gamma.fill_(1.0)
-            if m.mba.film is not None:  # zero-initialised: give FiLM something to do
+            if hasattr(m.mba, "gamma_film"):
+                m.mba.gamma_film.fill_(1.0)
+            elif m.mba.film is not None:  # the gated FiLM is zero-initialised: give it something to do
                 torch.nn.init.normal_(m.mba.film.weight, std=0.5)
     image, _ = scene(7)
     a = gate.predict(image, "the red square")
     b = other.predict(image, "the red square")
     assert np.isfinite(b.logits).all()
     assert not np.allclose(a.logits, b.logits)
+
+
+def test_residual_film_is_a_separate_residual_with_its_own_gamma(tokenizer):
+    """Issue 24: FiLM as the paper and the released code describe it: F + gamma_film * (scale(t) * LN(F) +
+    shift(t)) from a randomly initialised MLP, beside the gated attention. With gamma = 0 and gamma_film != 0
+    the branch still writes (the earlier, gated reading could not: it sat inside gamma's product)."""
+    model = make_model(tokenizer, film=True)
+    mba = model.mba
+    assert isinstance(mba.film, torch.nn.Sequential) and float(mba.gamma_film.detach()) == 0.0
+    assert any(float(p.abs().sum()) > 0 for p in mba.film.parameters()), "randomly initialised, not zeros"
+    torch.manual_seed(3)
+    visual, text = torch.randn(2, mba.dim, 4, 4), torch.randn(2, 5, mba.dim)
+    prior = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(mba(visual, text, prior).features, visual), "gamma = gamma_film = 0: the identity"
+        mba.gamma_film.fill_(0.5)
+        out = mba(visual, text, prior).features
+    assert not torch.allclose(out, visual), "gamma = 0 but gamma_film != 0: FiLM writes on its own"
 
 
 def test_seg_only_text_source_uses_one_token(tokenizer):
@@ -180,6 +202,12 @@ def test_language_embedding_read_at_seg_position(tokenizer):
     batch2 = type(batch)(**{**batch.__dict__, "input_ids": changed})
     language2, *_ = model.language(batch2)
     assert torch.allclose(language, language2, atol=1e-6)
+    # ... and changing [SEG] itself must change e. Under causal attention the state before [SEG] does not see
+    # it, so this pins the position exactly: a reader one token early passes the check above, not this one.
+    with torch.no_grad():
+        model.mllm.get_input_embeddings().weight[seg_id] += 1.0
+    language3, *_ = model.language(batch)
+    assert not torch.allclose(language, language3, atol=1e-3)
 
 
 def test_bad_inputs_raise_clear_errors(tokenizer, tmp_path):
@@ -243,3 +271,82 @@ def test_config_validation_names_field():
         SalmaModel(bad, tokenizer=build_synthetic_tokenizer(WORDS))
     with pytest.raises(ValueError, match="PRESET='huge'.*tiny, small, paper"):
         get_preset("huge")
+
+
+def test_an_mba_model_refuses_a_checkpoint_without_mba_weights(tokenizer, tmp_path):
+    """Issue 24: a SALMA model silently became the baseline when its checkpoint had no mba.* weights."""
+    baseline = make_model(tokenizer, enabled=False).save_pretrained(tmp_path / "baseline")
+    salma_cfg = make_model(tokenizer).cfg
+    with pytest.raises(ValueError, match="has no MBA weights.*new_mba=True"):
+        SalmaModel.from_pretrained(baseline, cfg=salma_cfg)
+    fresh = SalmaModel.from_pretrained(baseline, cfg=salma_cfg, new_mba=True)  # fine-tuning SALMA from it
+    assert fresh.mba is not None and float(fresh.mba.gamma) == 0.0
+    # a SALMA checkpoint read as the baseline drops its branch on purpose (cfg says no MBA)
+    salma = make_model(tokenizer).save_pretrained(tmp_path / "salma")
+    assert SalmaModel.from_pretrained(salma, cfg=make_model(tokenizer, enabled=False).cfg).mba is None
+
+
+def test_forward_total_is_losses_total_loss_with_tmc_and_boundary_weighted(tokenizer, monkeypatch):
+    """Issue 24: one definition of L_total (losses.total_loss), used by the model; TMC and the boundary term
+    are non-zero and enter with 0.1 and 0.05."""
+    import salma.model as model_module
+
+    model = make_model(tokenizer)
+    assert (model.cfg.loss.tmc_weight, model.cfg.loss.boundary_weight) == (0.1, 0.05)
+    calls = []
+    real = model_module.total_loss
+    monkeypatch.setattr(model_module, "total_loss", lambda parts, cfg, aux: calls.append(aux) or real(parts, cfg, aux))
+    model.train()
+    out = model(batch_for(model, 4), aux_scale=0.5)
+    assert calls == [0.5]
+    p = out.parts
+    assert float(p["tmc"]) > 0 and float(p["boundary"]) > 0
+    expected = p["seg"] + model.cfg.loss.lm_weight * p["lm"] + 0.5 * (0.1 * p["tmc"] + 0.05 * p["boundary"])
+    assert torch.allclose(out.loss, expected)
+
+
+def test_final_pass_can_keep_the_best_of_three_masks(tokenizer):
+    """Issue 24: Sa2VA and the released SALMA keep the best predicted IoU of 3 masks in the final pass;
+    ``cfg.sam2.multimask_output`` makes that an option (the presets keep the single mask they train)."""
+    model = make_model(tokenizer)
+    assert model.cfg.sam2.multimask_output is False
+    cfg = dataclasses.replace(model.cfg, sam2=dataclasses.replace(model.cfg.sam2, multimask_output=True))
+    multi = SalmaModel(cfg, tokenizer=tokenizer)
+    multi.load_state_dict(model.state_dict())
+    multi.eval()
+    batch = batch_for(multi, 2)
+    with torch.no_grad():
+        feats = multi.sam.encode_image(batch.sam_images).select(batch.image_index)
+        language, text, text_mask, _ = multi.language(batch)
+        seg = multi.segment(feats, language, text, text_mask)
+        image_embed = multi.mba(feats.image_embed, text, seg.prior, text_mask=text_mask).features
+        three = multi.sam.decode(image_embed, feats.high_res, language=language[:, None], multimask=True)
+    assert three.low_res_logits.shape[1] == 3
+    best = three.ious.argmax(1)
+    for b in range(2):
+        assert torch.equal(seg.mask_logits[b, 0], three.low_res_logits[b, best[b]])
+
+
+@pytest.mark.parametrize(("section", "field", "value", "message"), [
+    ("mba", "gamma_init", -0.1, "gamma_init=-0.1 must be >= 0"),
+    ("train", "gamma_lr_scale", 0.0, "gamma_lr_scale=0.0 must be > 0"),
+    ("train", "mba_lr_scale", -1.0, "mba_lr_scale=-1.0 must be > 0"),
+    ("mba", "film_kind", "both", "film_kind='both'; accepted values: residual, gated"),
+    ("mba", "dropout", 1.0, "dropout=1.0 must lie in"),
+])
+def test_mba_study_knobs_refuse_bad_values(tokenizer, section, field, value, message):
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{field: value})})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SalmaModel(cfg, tokenizer=tokenizer)
+
+
+def test_zero_init_output_starts_as_the_identity_with_gamma_above_zero(tokenizer):
+    model = make_model(tokenizer, gamma_init=1.0, zero_init_output=True)
+    assert float(model.mba.gamma.detach()) == 1.0
+    batch = batch_for(model, 2)
+    model.train()
+    out = model(batch)
+    assert torch.equal(out.segment.mba.features, out.features.image_embed), "nothing written at step 0"
+    out.loss.backward()
+    assert model.mba.out_proj.weight.grad.abs().sum() > 0, "the zero-initialised projection learns from step 0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -51,8 +53,26 @@ def test_prior_is_raw_best_iou_logits_and_detached(sam):
     best = multi.ious.argmax(1)
     for b in range(2):
         assert torch.equal(prior[b, 0], multi.low_res_logits[b, best[b]])
-    # Upstream overwrites masks with -1024 when the object score is <= 0; the prior must keep raw logits.
-    assert prior.min() > -1000
+
+
+def test_prior_keeps_raw_logits_when_sam2_says_no_object(sam):
+    """Upstream overwrites masks with -1024 where the object score is <= 0 (SAM2Base._forward_sam_heads); the
+    pre-pass must keep the raw logits. Only a negative object score can show it, so force one."""
+    sam = copy.deepcopy(sam)  # the fixture is shared; its object-score head is overwritten below
+    torch.manual_seed(1)
+    feats = sam.encode_image(torch.randn(2, 3, sam.image_size, sam.image_size))
+    head = sam.model.sam_mask_decoder.pred_obj_score_head
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-5.0)
+        multi = sam.decode(feats.image_embed, feats.high_res, multimask=True)
+    assert (multi.object_score_logits < 0).all(), "precondition: SAM-2 says there is no object"
+    prior = structural_prior(sam, feats.image_embed, feats.high_res)
+    best = multi.ious.argmax(1)
+    for b in range(2):
+        assert torch.equal(prior[b, 0], multi.low_res_logits[b, best[b]])
+    assert prior.min() > -1000 and prior.std() > 0, "raw logits, not the -1024 no-object fill"
 
 
 def test_language_tokens_change_the_mask_and_are_validated(sam):

@@ -364,3 +364,61 @@ def test_manifest_git_fields_name_the_checkout_or_say_null(monkeypatch):
     monkeypatch.setenv("PATH", "")  # git cannot be found
     assert git_commit() is None
     assert git_dirty() is None
+
+
+def test_warmups_of_gamma_the_auxiliary_losses_and_the_lr_are_pinned(tiny_data, tmp_path):
+    """Issue 24: the paper's 5% warm-up of gamma and of the auxiliary losses, and the trainer's ramps, as
+    logged: linear from 0 over 5% of the steps, then 1; the lr warms up over warmup_ratio then decays."""
+    from salma.config import LossConfig, MBAConfig
+
+    assert MBAConfig().gamma_warmup_ratio == 0.05 and LossConfig().aux_warmup_ratio == 0.05
+    cfg = get_preset("tiny")
+    assert cfg.mba.gamma_warmup_ratio == 0.05 and cfg.loss.aux_warmup_ratio == 0.05
+    steps = 40  # 5% = 2 steps
+    cfg = tiny_cfg(steps=steps)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=2, grad_accum=1, warmup_ratio=0.1))
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=100, eval_limit=2, name="ramps")
+    log = train(cfg, spec, runs_root=tmp_path, progress=False).log
+    assert [r["gamma_scale"] for r in log[:4]] == [0.0, 0.5, 1.0, 1.0]
+    assert [r["aux_scale"] for r in log[:4]] == [0.0, 0.5, 1.0, 1.0]
+    assert all(r["gamma_scale"] == 1.0 == r["aux_scale"] for r in log[2:])
+    lr = [r["lr"] for r in log]
+    base = cfg.train.lr
+    assert lr[:4] == pytest.approx([base / 4, base / 2, 3 * base / 4, base])  # 10% of 40 = 4 warm-up steps
+    assert all(a >= b for a, b in itertools.pairwise(lr[3:])) and lr[-1] < 0.01 * base
+
+
+def test_mba_instrumentation_is_logged_every_step(tiny_data, tmp_path):
+    """Issue 24: gamma, dL/dgamma and its sign agreement, the MBA sub-modules' gradient norms and the relative
+    write r (overall, inside the targets) are in every row; r = 0 while gamma_eff = 0 (step 1: warm-up 0)."""
+    from salma.train.mba_stats import MBA_PARTS
+
+    cfg = tiny_cfg(steps=20)
+    spec = RunSpec(stage="stage1", data_root=str(tiny_data), checkpoint_every=100, eval_limit=2, name="instr")
+    log = train(cfg, spec, runs_root=tmp_path, progress=False).log
+    keys = {"gamma", "dgamma", "dgamma_sign_agreement", "mba_write", "mba_write_target",
+            *(f"grad_{p}" for p in MBA_PARTS)}
+    assert all(keys <= set(r) for r in log)
+    first = log[0]
+    assert first["gamma_scale"] == 0.0 and first["mba_write"] == 0.0 and first["mba_write_target"] == 0.0
+    assert first["dgamma"] == 0.0 and first["grad_q_proj"] == 0.0, "at gamma_eff = 0 the branch gets no gradient"
+    later = log[-1]
+    assert later["mba_write"] > 0 and later["grad_q_proj"] > 0 and later["dgamma"] != 0
+    assert all(0.0 <= r["dgamma_sign_agreement"] <= 1.0 for r in log[1:])
+
+
+def test_sign_agreement_and_write_ratio():
+    from salma.mba import write_ratio
+    from salma.train.mba_stats import sign_agreement
+
+    assert sign_agreement([1e-3, 2.0, 5.0]) == 1.0 and sign_agreement([1.0, -1.0, 2.0, -3.0]) == 0.0
+    assert sign_agreement([-1.0, -2.0, 3.0, 0.0]) == 0.25
+    before = torch.ones(2, 4, 2, 2)
+    after = before.clone()
+    after[0, :, 0, 0] += 2.0  # sample 0: one of its 4 positions changed by 2 in every channel
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[:, :, :4, :4] = 1.0  # the top-left feature cell of each sample
+    overall, target = write_ratio(before, after, masks)
+    assert float(overall) == pytest.approx((2.0 * 2 / 4 + 0.0) / 2)  # ||diff|| = 2*2, ||F|| = 4 per sample
+    assert float(target) == pytest.approx((2.0 + 0.0) / 2)  # inside the cell: ||diff|| 4 / ||F|| 2
+    assert float(write_ratio(before, before, masks)[0]) == 0.0

@@ -60,8 +60,8 @@ def test_tmc_negatives_never_come_from_the_same_target():
     z_t = torch.nn.functional.normalize(emb, dim=-1)
     logits = (z_v @ z_t.T / 0.15).masked_fill(~allowed, float("-inf"))
     labels = torch.arange(6)
-    expected = 0.5 * (torch.nn.functional.cross_entropy(logits, labels)
-                      + torch.nn.functional.cross_entropy(logits.T, labels))
+    expected = (torch.nn.functional.cross_entropy(logits, labels)
+                + torch.nn.functional.cross_entropy(logits.T, labels))  # Eq. 3: the sum of both directions
     assert tmc_loss(vis, emb, mask, 0.15, groups=groups) == pytest.approx(float(expected), rel=1e-5)
     # A batch of one clip's frames has no negative at all: TMC is 0, not a push apart of the same object.
     assert float(tmc_loss(vis[:3], emb[:3], mask[:3], 0.15, groups=groups[:3])) == pytest.approx(0.0, abs=1e-6)

@@ -22,11 +22,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def check_finite(spec: RunSpec, run_dir: Path, step: int, losses: dict[str, float], grad_norm: float,
                  scaled: bool = False) -> None:
-    """Raise ``TrainingDiverged`` when a loss or the gradient norm is not finite, before the step is applied.
-    ``scaled``: fp16 loss scaling is on, and its skipped steps (an infinite gradient) are expected."""
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-    if not bad and (math.isfinite(grad_norm) or scaled):
+    """Raise ``TrainingDiverged`` when the total loss or the gradient norm is not finite, before the step is
+    applied (``losses`` may hold measurements besides the losses, such as MBA's write ratio, which may be
+    undefined without making the step bad). ``scaled``: fp16 loss scaling is on, and its skipped steps (an
+    infinite gradient) are expected."""
+    if math.isfinite(losses["total"]) and (math.isfinite(grad_norm) or scaled):
         return
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v) and not k.startswith("mba_")}
     what = ", ".join(f"{k} loss {v}" for k, v in bad.items()) or f"gradient norm {grad_norm}"
     source = (f"the initial weights ({spec.init_from}) may be corrupt" if spec.init_from and step < 5
               else "the learning rate may be too high for this preset")

@@ -22,8 +22,8 @@ STAGES = ("stage0", "stage1", "finetune", "video")
 # The version of the run hash: raised whenever what a run's hash covers, or how a run trains for the same
 # inputs, changes, so that a run cached under the old rules is trained again rather than mistaken for the new
 # one. Version 2 covers every field of the config and of the RunSpec; version 3 encodes frozen-encoder
-# features one image at a time (the numbers move by about 1e-6, and resumed runs become bit-exact) and
-# records the final weights' sha256.
+# features one image at a time (the numbers move by about 1e-6, and resumed runs become bit-exact), records
+# the final weights' sha256, and sums TMC's two directions as paper Eq. 3 does (twice the earlier mean).
 RUN_HASH_VERSION = 3
 
 

@@ -56,7 +56,7 @@ from salma.data.video_format import VideoReferDataset
 from salma.eval.image import evaluate_model
 from salma.eval.video import evaluate_video
 from salma.io import atomic_write_json
-from salma.mba import linear_warmup
+from salma.mba import linear_warmup, write_ratio
 from salma.model import WEIGHTS_FILE, SalmaModel
 from salma.train.batches import (
     ClipBatches,
@@ -74,6 +74,7 @@ from salma.train.guards import StopRequest, TrainingInterrupted, check_finite
 from salma.train.heads import aux_head, image_token_loss, mask_boxes
 from salma.train.identity import RunResult, RunSpec, run_hash
 from salma.train.lock import RunLock
+from salma.train.mba_stats import SIGN_WINDOW, mba_gradients, sign_agreement
 from salma.train.stage0 import stage0_eval, stage0_loss, union_loss
 from salma.train.store import (
     append_log,
@@ -108,16 +109,19 @@ def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:
             f"the foundation {init} does not exist (no model.safetensors). Make it with "
             f"`python -m salma pretrain --preset {cfg.name}` or point init_from at a SalmaModel directory."
         )
-    return SalmaModel.from_pretrained(init, cfg=cfg)
+    return SalmaModel.from_pretrained(init, cfg=cfg, new_mba=True)
 
 
 def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], train_cfg) -> list[dict]:
     """AdamW groups: weight decay on matrices only (not on biases, norms, gamma); the MBA module's parameters
-    at ``lr_scale = train_cfg.mba_lr_scale`` and the MLLM's and text_hidden_fcs' at ``train_cfg.mllm_lr_scale``
+    at ``lr_scale = train_cfg.mba_lr_scale`` (gamma's times ``train_cfg.gamma_lr_scale``) and the MLLM's and
+    text_hidden_fcs' at ``train_cfg.mllm_lr_scale``
     (every group carries its ``lr_scale``). At scale 1 (the defaults) there are the two groups, in the order,
     that runs and checkpoints have always had; the scaled groups follow the unscaled ones."""
     mllm = getattr(train_cfg, "mllm_lr_scale", 1.0)
-    scales = {"mba.": train_cfg.mba_lr_scale, "mllm.": mllm, "text_hidden_fcs.": mllm}
+    # the first matching prefix wins: gamma (and FiLM's gamma_film) before the rest of MBA
+    scales = {"mba.gamma": train_cfg.mba_lr_scale * train_cfg.gamma_lr_scale, "mba.": train_cfg.mba_lr_scale,
+              "mllm.": mllm, "text_hidden_fcs.": mllm}
     name = {id(p): n for n, p in model.named_parameters()}
 
     def scale_of(p: torch.nn.Parameter) -> float:
@@ -220,6 +224,8 @@ def _train(cfg: SalmaConfig, spec: RunSpec, run_dir: Path, total: int, accelerat
                                                                                       accelerator.is_main_process),
                initial=start, total=total)
     items = _step_items(spec, scenes, core, cfg, start, total, rank, per_process)
+    # dL/dgamma of the last steps (the sign-agreement window), from the log when resuming
+    dgammas = [r["dgamma"] for r in read_log(run_dir) if "dgamma" in r][-SIGN_WINDOW:]
     for step in bar:
         t0 = time.perf_counter()
         item_step, micro_batches = next(items) if items is not None else (step, None)
@@ -242,14 +248,21 @@ def _train(cfg: SalmaConfig, spec: RunSpec, run_dir: Path, total: int, accelerat
                 accelerator.backward(parts["total"] / cfg.train.grad_accum)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum
+        mba_row = {}
+        if core.mba is not None:  # before clipping, which rescales the gradients in place
+            mba_row = mba_gradients(core.mba)
+            dgammas = (dgammas + [mba_row["dgamma"]])[-SIGN_WINDOW:]
+            mba_row["dgamma_sign_agreement"] = sign_agreement(dgammas)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.train.grad_clip)
         check_finite(spec, run_dir, step, sums, float(grad_norm), scaled=accelerator.scaler is not None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         row = {"step": step + 1, "lr": lr, "gamma_scale": gamma_scale, "aux_scale": aux_scale,
-               "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0, **sums}
+               "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0, **sums, **mba_row}
         if core.mba is not None:
             row["gamma"] = float(core.mba.gamma.detach())
+            if hasattr(core.mba, "gamma_film"):
+                row["gamma_film"] = float(core.mba.gamma_film.detach())
         if spec.eval_every and (step + 1) % spec.eval_every == 0 and step + 1 < total:
             row.update(_quick_eval(core, spec, accelerator))
             model.train()
@@ -325,7 +338,8 @@ def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng
                                                                                 batch_size, spec)
         if core.cfg.sam2.freeze_encoder:
             batch.features = scenes.features(keys, core)
-        return dict(model(batch.to(device), gamma_scale=gamma_scale, aux_scale=aux_scale).parts)
+        batch = batch.to(device)
+        return with_mba_write(model(batch, gamma_scale=gamma_scale, aux_scale=aux_scale), batch)
     if prepared is None:
         images, exprs, masks, unions, indices = draw_referring(scenes, rng, batch_size)
         batch, union_t = core.make_batch(images, exprs, masks), _mask_tensor(unions, core.cfg.sam2.image_size)
@@ -335,7 +349,7 @@ def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng
         batch.features = scenes.features(indices, core)
     batch = batch.to(device)
     out = model(batch, gamma_scale=gamma_scale, aux_scale=aux_scale)
-    parts = dict(out.parts)
+    parts = with_mba_write(out, batch)
     if spec.prior_loss_weight > 0:
         target = union_t.to(device)
         parts["prior"] = union_loss(core, out.features, target)
@@ -346,6 +360,16 @@ def step_losses(model, core: SalmaModel, spec: RunSpec, scenes: TrainScenes, rng
     if aux_head is not None and "tokens" in aux_head:
         parts["tokens"] = image_token_loss(core, aux_head["tokens"], batch, scenes, indices, device)
         parts["total"] = parts["total"] + spec.token_loss_weight * parts["tokens"]
+    return parts
+
+
+def with_mba_write(out, batch) -> dict[str, torch.Tensor]:
+    """The output's loss parts, plus MBA's relative write r (``mba_write``, ``mba_write_target``; see
+    ``salma.train.mba_stats``) when the model has MBA."""
+    parts = dict(out.parts)
+    if out.segment.mba is not None:
+        overall, target = write_ratio(out.features.image_embed, out.segment.mba.features, batch.gt_masks)
+        parts["mba_write"], parts["mba_write_target"] = overall, target
     return parts
 
 
