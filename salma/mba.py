@@ -19,7 +19,9 @@ training and the predict path call (item 1, enforced in ``salma.model``).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +35,7 @@ from salma.config import FILM_KINDS, MBA_MODES, MBAConfig
 # keep their precision.
 BIAS_CLAMP = 20.0
 
-__all__ = ["BIAS_CLAMP", "MBAOutput", "MaskBiasedAttention", "linear_warmup", "write_ratio"]
+__all__ = ["BIAS_CLAMP", "MBAOutput", "MaskBiasedAttention", "gates_zeroed", "linear_warmup", "write_ratio"]
 
 
 @dataclass
@@ -71,6 +73,23 @@ def linear_warmup(step: int, total_steps: int, ratio: float) -> float:
     if ratio == 0:
         return 1.0
     return float(min(1.0, max(0.0, step / max(1.0, ratio * total_steps))))
+
+
+@contextlib.contextmanager
+def gates_zeroed(mba: nn.Module | None) -> Iterator[None]:
+    """Within the block, gamma (and FiLM's gamma_film) are 0: the model is its own baseline, with every other
+    weight as trained (how much the branch changes the predictions). Restored afterwards; no-op for None."""
+    names = [n for n in ("gamma", "gamma_film") if mba is not None and hasattr(mba, n)]
+    saved = {n: getattr(mba, n).detach().clone() for n in names}
+    try:
+        with torch.no_grad():
+            for n in names:
+                getattr(mba, n).zero_()
+        yield
+    finally:
+        with torch.no_grad():
+            for n in names:
+                getattr(mba, n).copy_(saved[n])
 
 
 def write_ratio(before: Tensor, after: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -230,6 +230,16 @@ def check_10_video(results: dict[str, Any], figures: Path) -> None:
            "10_cost.csv", "10_long_clip.csv")
 
 
+def check_11_mba_study(results: dict[str, Any], figures: Path) -> None:
+    configurations = {r["configuration"] for r in results["rows"]}
+    assert "faithful" in configurations and len(results["summary"]) == len(configurations)
+    for r in results["rows"]:
+        assert r["steps"] > 0 and math.isfinite(r["gamma"]) and 0.0 <= r["ciou"] <= 1.0
+        assert 0.0 <= r["changed_gamma0"] <= 1.0 and r["r"] >= 0.0
+    assert len(results["verdicts"]) == len(configurations) + 1 and "inside the targets" in results["acts_rule"]
+    _files(figures, "11_mba_dynamics.png", "11_mba_study.csv")
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "00_environment": check_00_environment,
     "01_prepass_prior": check_01_prepass_prior,
@@ -242,6 +252,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "08_qualitative": check_08_qualitative,
     "09_efficiency": check_09_efficiency,
     "10_video": check_10_video,
+    "11_mba_study": check_11_mba_study,
 }
 
 

@@ -13,13 +13,18 @@ import json
 from pathlib import Path
 
 from salma.cli.args import non_negative_int, positive_int
+from salma.config import get_preset
 from salma.train.experiments import finetune, finetune_video
 from salma.train.foundation import pretrain
+from salma.train.study import study_config, study_names
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="tiny, small or paper")
     p.add_argument("--variant", default="salma", help="a fine-tuning variant (see salma.train.recipes.VARIANTS)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help=f"a configuration of the MBA study, applied to the salma variant: {study_names()} "
+                        "(salma.train.study)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the preset's)")
     p.add_argument("--data", default=None, help="SynRef root (default: generated under data/)")
@@ -45,10 +50,13 @@ def run_train(args: argparse.Namespace) -> int:
                           "jf_per_frame": result.metrics.get("jf_per_frame"),
                           "jf_released": result.metrics.get("jf_released")}, indent=1))
         return 0
+    if args.study is not None:
+        study_config(get_preset(args.preset), args.study)  # an unknown name is refused before anything runs
     result = finetune(args.preset, args.variant, seed=args.seed, steps=args.steps, data_root=args.data,
-                      foundation=args.foundation, runs_root=args.runs)
-    print(json.dumps({"run_dir": str(result.run_dir), "cached": result.cached,
-                      "ciou": result.metrics.get("ciou")}, indent=1))
+                      foundation=args.foundation, runs_root=args.runs, study=args.study)
+    print(json.dumps({"run_dir": str(result.run_dir), "cached": result.cached, "ciou": result.metrics.get("ciou"),
+                      **({k: result.metrics[k] for k in ("ciou_gamma0", "changed_gamma0") if k in result.metrics})},
+                     indent=1))
     return 0
 
 

@@ -17,6 +17,7 @@ from salma.train.foundation import ensure_foundation
 from salma.train.identity import RunResult, RunSpec
 from salma.train.loop import train
 from salma.train.recipes import VARIANTS, finetune_recipe, video_recipe
+from salma.train.study import study_config, study_row
 
 
 def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None = None) -> SalmaConfig:
@@ -38,15 +39,23 @@ def variant_config(preset: str, variant: str, seed: int = 0, steps: int | None =
 
 def finetune(preset: str, variant: str, seed: int = 0, steps: int | None = None, data_root: str | None = None,
              foundation: str | None = None, runs_root: str | Path | None = None, progress: bool = True,
-             eval_limit: int = 400) -> RunResult:
-    """One ablation run: ``variant`` fine-tuned from the preset's foundation (cached by config hash)."""
+             eval_limit: int = 400, study: str | None = None) -> RunResult:
+    """One ablation run: ``variant`` fine-tuned from the preset's foundation (cached by config hash).
+    ``study``: a configuration of the MBA study (``salma.train.study.STUDY``) applied to the salma variant;
+    "faithful" is the salma variant's own run."""
     cfg = variant_config(preset, variant, seed, steps)
+    name = f"{preset}-{variant}-s{seed}"
+    if study is not None:
+        if variant != "salma":
+            raise ValueError(f"study={study!r} changes the salma variant; got variant={variant!r}")
+        cfg = study_config(cfg, study)
+        name = name if study == "faithful" else f"{preset}-salma-{study}-s{seed}"
     recipe = finetune_recipe(preset)
     runs_root = Path(runs_root or paths.runs_root())
     data = synref_root(preset, data_root)  # a wrong --data is refused before a foundation is looked for or made
     found = Path(foundation) if foundation else ensure_foundation(preset, runs_root=runs_root, progress=progress)
     spec = RunSpec(stage="finetune", data_root=str(data), init_from=str(found),
-                   name=f"{preset}-{variant}-s{seed}", eval_limit=eval_limit,
+                   name=name, eval_limit=eval_limit,
                    checkpoint_every=recipe.checkpoint_every, train_images=recipe.train_images)
     return train(cfg, spec, runs_root=runs_root, progress=progress)
 
@@ -115,3 +124,11 @@ def video_run_grid(preset: str, variants: Sequence[str], seeds: Sequence[int], s
 
     return _grid(lambda v, s: finetune_video(preset, v, seed=s, steps=steps, runs_root=paths.runs_root(),
                                              progress=progress), variants, seeds)
+
+
+def study_grid(preset: str, names: Sequence[str], seeds: Sequence[int] = (0,), progress: bool = True) -> list[dict]:
+    """The MBA study's rows (``salma.train.study.study_row``), one per configuration and seed, each a cached
+    fine-tuning run from the preset's foundation."""
+    return [{**study_row(name, finetune(preset, "salma", seed=seed, runs_root=paths.runs_root(), progress=progress,
+                                       study=name)), "seed": seed}
+            for name in names for seed in seeds]

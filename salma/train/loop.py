@@ -56,7 +56,7 @@ from salma.data.video_format import VideoReferDataset
 from salma.eval.image import evaluate_model
 from salma.eval.video import evaluate_video
 from salma.io import atomic_write_json
-from salma.mba import linear_warmup, write_ratio
+from salma.mba import gates_zeroed, linear_warmup, write_ratio
 from salma.model import WEIGHTS_FILE, SalmaModel
 from salma.train.batches import (
     ClipBatches,
@@ -408,5 +408,21 @@ def _final_eval(core: SalmaModel, spec: RunSpec) -> dict:
 
     ds = ReferDataset(spec.data_root, dataset="synref", split="val")
     res = evaluate_model(core, ds, limit=spec.eval_limit, progress=False)
-    return {"val": res.metrics.to_rows(), "val_limit": spec.eval_limit,
-            "ciou": next(r["cIoU"] for r in res.metrics.to_rows() if r["subset"] == "all")}
+    out = {"val": res.metrics.to_rows(), "val_limit": spec.eval_limit,
+           "ciou": next(r["cIoU"] for r in res.metrics.to_rows() if r["subset"] == "all")}
+    if core.mba is not None and spec.stage == "finetune":
+        out.update(gamma_zeroed_eval(core, ds, spec.eval_limit, res.per_sample))
+    return out
+
+
+def gamma_zeroed_eval(core: SalmaModel, ds: ReferDataset, limit: int | None, per_sample: list[dict]) -> dict:
+    """The branch's effect on the predictions: the same evaluation with gamma (and gamma_film) set to 0.
+    Returns {"val_gamma0": rows, "ciou_gamma0", "changed_gamma0": the share of expressions whose predicted
+    mask changes (its intersection or union with the target differs)}."""
+    with gates_zeroed(core.mba):
+        zeroed = evaluate_model(core, ds, limit=limit, progress=False)
+    rows = zeroed.metrics.to_rows()
+    changed = [(a["intersection"], a["union"]) != (b["intersection"], b["union"])
+               for a, b in zip(per_sample, zeroed.per_sample)]
+    return {"val_gamma0": rows, "ciou_gamma0": next(r["cIoU"] for r in rows if r["subset"] == "all"),
+            "changed_gamma0": sum(changed) / max(1, len(changed))}
