@@ -306,15 +306,7 @@ class SalmaModel(nn.Module):
         baseline foundation: they start from their initialisation); see ``load_matching``."""
 
         directory = Path(directory)
-        cfg_path = directory / CONFIG_FILE
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{cfg_path} is missing: {directory} is not a SalmaModel checkpoint directory "
-                                    "(written by SalmaModel.save_pretrained or `python -m salma train`)")
-        try:
-            saved = SalmaConfig.from_dict(json.loads(cfg_path.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{cfg_path} is not a valid SALMA config ({type(exc).__name__}: {exc}); restore it or "
-                             "re-create the checkpoint") from exc
+        saved = cls.saved_config(directory)
         cfg = cfg or saved
         if not cfg.weights_compatible(saved):
             raise ValueError(f"the checkpoint in {directory} was made with a different model config "
@@ -329,6 +321,30 @@ class SalmaModel(nn.Module):
         state = load_state_dict(directory / WEIGHTS_FILE)
         model.load_matching(state, source=directory / WEIGHTS_FILE, new_mba=new_mba)
         return model
+
+    @staticmethod
+    def saved_config(directory: str | os.PathLike) -> SalmaConfig:
+        """The config a ``save_pretrained`` folder was written with; errors name the file."""
+        cfg_path = Path(directory) / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} is missing: {directory} is not a SalmaModel checkpoint directory "
+                                    "(written by SalmaModel.save_pretrained or `python -m salma train`)")
+        try:
+            return SalmaConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{cfg_path} is not a valid SALMA config ({type(exc).__name__}: {exc}); restore it or "
+                             "re-create the checkpoint") from exc
+
+    def add_lora(self, cfg: SalmaConfig) -> None:
+        """Switch a loaded model to the paper's MLLM regime: peft LoRA on the LLM (its base weights frozen) and,
+        if ``cfg.mllm.freeze_vision``, InternViT frozen; ``cfg`` becomes the model's config. How a foundation
+        trained without LoRA is fine-tuned with it (the adapters start at zero: the model is unchanged)."""
+        if not cfg.mllm.lora or self.cfg.mllm.lora:
+            raise ValueError("add_lora needs a config with mllm.lora=True and a model built without LoRA")
+        apply_lora(self.mllm, cfg.mllm)
+        if cfg.mllm.freeze_vision:
+            freeze_vision(self.mllm)
+        self.cfg = validate(cfg)
 
     def load_matching(self, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict",
                       new_mba: bool = False) -> None:

@@ -422,3 +422,25 @@ def test_sign_agreement_and_write_ratio():
     assert float(overall) == pytest.approx((2.0 * 2 / 4 + 0.0) / 2)  # ||diff|| = 2*2, ||F|| = 4 per sample
     assert float(target) == pytest.approx((2.0 + 0.0) / 2)  # inside the cell: ||diff|| 4 / ||F|| 2
     assert float(write_ratio(before, before, masks)[0]) == 0.0
+
+
+def test_lora_regime_fine_tunes_a_foundation_trained_without_lora(tiny_data, tmp_path):
+    """Issue 24: the paper's MLLM regime (LoRA on the LLM, InternViT frozen) from a foundation trained without
+    LoRA: the adapters start at zero, so the loaded model predicts as the foundation; only LoRA, the
+    embeddings and the non-MLLM parts train; the run resumes and saves a model that loads back."""
+    from salma.model import SalmaModel
+    from salma.train.tokenizer import synthetic_tokenizer
+
+    torch.manual_seed(0)
+    found = SalmaModel(get_preset("tiny"), tokenizer=synthetic_tokenizer()).save_pretrained(tmp_path / "found")
+    cfg = tiny_cfg(steps=2)
+    cfg = dataclasses.replace(cfg, mllm=dataclasses.replace(cfg.mllm, lora=True, freeze_vision=True))
+    spec = RunSpec(stage="finetune", data_root=str(tiny_data), init_from=str(found), checkpoint_every=1,
+                   eval_limit=2, name="lora")
+    model = build_model(cfg, spec)
+    assert model.cfg.mllm.lora
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and not any(n.startswith("mllm.model.vision_tower") for n in trainable)
+    assert not any(n.endswith("q_proj.base_layer.weight") for n in trainable), "LLM base weights frozen"
+    result = train(cfg, spec, runs_root=tmp_path / "runs", progress=False)
+    assert SalmaModel.from_pretrained(result.final).cfg.mllm.lora

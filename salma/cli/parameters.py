@@ -71,8 +71,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                        f"a list of distinct variant names from {', '.join(VARIANTS)}"),
     "VARIANTS": (list_of(one_of(VARIANTS), unique=True),
                  f"a non-empty list of distinct variant names from {', '.join(VARIANTS)}"),
-    "STUDY": (list_of(one_of(STUDY), unique=True), f"a non-empty list of distinct study configurations from "
-                                                   f"{', '.join(STUDY)}"),
+    "STUDY": (list_of(one_of(STUDY), unique=True),
+              f"a non-empty list of distinct study configurations from {', '.join(STUDY)}"),
     "SIZE": (lambda v: _int(v) and v >= 16, "an integer >= 16 (pixels)"),
     "RADIUS": (positive_number, "a number > 0 (pixels)"),
     "SHIFTS": (list_of(non_negative_int), "a non-empty list of integers >= 0 (pixels)"),

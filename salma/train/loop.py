@@ -34,6 +34,7 @@ run, Ctrl-C saves a checkpoint first (``salma.train.guards``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -109,6 +110,12 @@ def build_model(cfg: SalmaConfig, spec: RunSpec) -> SalmaModel:
             f"the foundation {init} does not exist (no model.safetensors). Make it with "
             f"`python -m salma pretrain --preset {cfg.name}` or point init_from at a SalmaModel directory."
         )
+    if cfg.mllm.lora and not SalmaModel.saved_config(init).mllm.lora:
+        # the paper's regime on a foundation trained without LoRA: load it as it was, then add the adapters
+        base = dataclasses.replace(cfg, mllm=dataclasses.replace(cfg.mllm, lora=False))
+        model = SalmaModel.from_pretrained(init, cfg=base, new_mba=True)
+        model.add_lora(cfg)
+        return model
     return SalmaModel.from_pretrained(init, cfg=cfg, new_mba=True)
 
 

@@ -53,6 +53,13 @@ STUDY: dict[str, StudyConfig] = {c.name: c for c in (
     StudyConfig("gamma0_1_zero_out", "gamma_0 = 1, output projection zero-initialised",
                 "the branch starts as the identity through its zero output projection, not through gamma = 0",
                 changes={"mba": {"gamma_init": 1.0, "zero_init_output": True}}),
+    StudyConfig("gamma0_1_zero_out_mba_lr_10x", "gamma_0 = 1, output projection zero-initialised, MBA lr x10",
+                "the branch starts as the identity through its zero output projection, and its weights learn 10x "
+                "faster than the rest", changes={"mba": {"gamma_init": 1.0, "zero_init_output": True},
+                                                 "train": {"mba_lr_scale": 10.0}}),
+    StudyConfig("lora_frozen_vision", "LoRA on the LLM, InternViT frozen: the paper's MLLM regime (the "
+                "small preset trains the whole LLM and InternViT)",
+                changes={"mllm": {"lora": True, "freeze_vision": True}}),
     StudyConfig("dropout_0p1", "MBA attention dropout 0.1 (the released config)",
                 "the paper does not state MBA dropout; the released config uses 0.1",
                 changes={"mba": {"dropout": 0.1}}),
