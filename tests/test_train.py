@@ -444,3 +444,23 @@ def test_lora_regime_fine_tunes_a_foundation_trained_without_lora(tiny_data, tmp
     assert not any(n.endswith("q_proj.base_layer.weight") for n in trainable), "LLM base weights frozen"
     result = train(cfg, spec, runs_root=tmp_path / "runs", progress=False)
     assert SalmaModel.from_pretrained(result.final).cfg.mllm.lora
+
+
+def test_study_configurations_are_checked_and_change_only_what_they_say(cli_error, tmp_path):
+    """Issue 24: an unknown configuration name is refused naming the accepted ones; each configuration is the
+    salma variant with its stated changes (faithful is the salma variant itself)."""
+    from salma.train.experiments import variant_config
+    from salma.train.study import STUDY, study_config
+
+    line = cli_error(["train", "--preset", "tiny", "--study", "nope", "--runs", tmp_path])
+    assert "'nope' is not known" in line and "faithful, faithful_4x" in line
+    assert "changes the salma variant" in cli_error(["train", "--preset", "tiny", "--variant", "baseline",
+                                                     "--study", "faithful", "--runs", tmp_path])
+    base = variant_config("tiny", "salma")
+    assert study_config(base, "faithful") == base
+    assert study_config(base, "faithful_8x").train.steps == 8 * base.train.steps
+    lr = study_config(base, "gamma_lr_100x")
+    assert lr.train.gamma_lr_scale == 100.0 and dataclasses.replace(lr, train=base.train) == base
+    z = study_config(base, "gamma0_1_zero_out")
+    assert (z.mba.gamma_init, z.mba.zero_init_output) == (1.0, True)
+    assert all(c.label for c in STUDY.values())
