@@ -57,6 +57,10 @@ STUDY: dict[str, StudyConfig] = {c.name: c for c in (
                 "the branch starts as the identity through its zero output projection, and its weights learn 10x "
                 "faster than the rest", changes={"mba": {"gamma_init": 1.0, "zero_init_output": True},
                                                  "train": {"mba_lr_scale": 10.0}}),
+    StudyConfig("gamma0_1_zero_out_mba_lr_100x", "gamma_0 = 1, output projection zero-initialised, MBA lr x100",
+                "the branch starts as the identity through its zero output projection, and its weights learn "
+                "100x faster than the rest", changes={"mba": {"gamma_init": 1.0, "zero_init_output": True},
+                                                  "train": {"mba_lr_scale": 100.0}}),
     StudyConfig("lora_frozen_vision", "LoRA on the LLM, InternViT frozen: the paper's MLLM regime (the "
                 "small preset trains the whole LLM and InternViT)",
                 changes={"mllm": {"lora": True, "freeze_vision": True}}),
