@@ -313,3 +313,17 @@ def test_case14_a_torn_checkpoint_says_what_restores_the_run(data, tmp_path):
     assert "state.pt" in str(info.value)
     (killed.run_dir / "latest").unlink()  # what the message says to do
     assert train(cfg, spec, runs_root=tmp_path, progress=False).metrics, "the advice leaves a run that finishes"
+
+
+def test_case14_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, cli_error):
+    from salma.cli import main
+    from salma.cli import model as cli_model
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(cli_model, "finetune", broken)
+    line = cli_error(["train", "--preset", "tiny", "--data", "unused"])
+    assert line.startswith("error: AttributeError: ") and "--debug" in line
+    with pytest.raises(AttributeError):
+        main(["train", "--preset", "tiny", "--data", "unused", "--debug"])

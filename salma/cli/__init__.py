@@ -86,6 +86,6 @@ def error_line(exc: BaseException) -> str:
     # KeyError's str() is the repr of its key; its message is the key itself
     raw = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     text = " ".join(raw.split()) or type(exc).__name__
-    if isinstance(exc, USER_ERRORS) and not isinstance(exc, NotImplementedError):
+    if isinstance(exc, USER_ERRORS):
         return text
     return f"{type(exc).__name__}: {text} (rerun with --debug for the traceback)"
