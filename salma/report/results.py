@@ -263,6 +263,15 @@ class Section:
     source: str = "figures"
 
 
+def _render_study(b: Body) -> None:
+    b.fields(["preset", "seeds", "acts_rule"])
+    b.add("Per configuration (mean over seeds)", table(b.get("summary") or [], ("configuration",)))
+    b.add("Every run (fractions, as stored)",
+          table(b.get("rows") or [], ("configuration", "seed"), hide=("run_dir", "label", "departs")))
+    b.verdicts("verdicts")
+    b.rest()
+
+
 # name (the notebook's stem, whose figures/<name>.json is read) -> section, in the order of RESULTS.md
 SECTIONS: dict[str, Section] = {
     "foundation": Section("The shipped foundation", _render_foundation, "manifest"),
@@ -277,6 +286,7 @@ SECTIONS: dict[str, Section] = {
     "08_qualitative": Section("Qualitative drift counts", _render_cases),
     "09_efficiency": Section("Table 5: efficiency", _render_efficiency),
     "10_video": Section("Video: J&F and per-frame cost", _render_video),
+    "11_mba_study": Section("The MBA study: does the branch open, and does it act?", _render_study),
 }
 
 

@@ -35,7 +35,12 @@ def study_table(rows: Sequence[dict]) -> pd.DataFrame:
     table = pd.DataFrame([{k: r[k] for k in TABLE_COLUMNS} for r in rows])
     for column in PERCENT:
         table[column] = 100 * table[column]
-    return table
+    return table.rename(columns={c: pct(c) for c in PERCENT})
+
+
+def pct(column: str) -> str:
+    """The name of a column shown in percent."""
+    return f"{column} (%)"
 
 
 def study_summary(rows: Sequence[dict]) -> pd.DataFrame:
@@ -45,8 +50,8 @@ def study_summary(rows: Sequence[dict]) -> pd.DataFrame:
     grouped = table.groupby("configuration", sort=False)
     out = grouped[numeric].mean()
     out["seeds"] = grouped.size()
-    for column in ("ciou", "delta_gamma0"):
-        out[f"{column}_std"] = grouped[column].std()
+    for column in (pct("ciou"), pct("delta_gamma0")):
+        out[column.replace(" (%)", " std (%)")] = grouped[column].std()
     out["acts"] = grouped["acts"].all()
     return out.reset_index()
 
@@ -104,11 +109,12 @@ def study_verdicts(summary: pd.DataFrame) -> list[str]:
     for r in summary.to_dict("records"):
         state = "acts" if r["acts"] else "does not act"
         out.append(f"{r['configuration']}: MBA {state} (final gamma {r['gamma']:.2g}, r inside the targets "
-                   f"{r['r_target']:.2f}%, {r['changed_gamma0']:.1f}% of predictions change with gamma zeroed); "
-                   f"val cIoU {r['ciou']:.1f}%, {r['delta_gamma0']:+.2f} points against gamma zeroed")
+                   f"{r[pct('r_target')]:.2f}%, {r[pct('changed_gamma0')]:.1f}% of predictions change with gamma "
+                   f"zeroed); val cIoU {r[pct('ciou')]:.1f}%, {r[pct('delta_gamma0')]:+.2f} points against gamma "
+                   "zeroed")
     engaged = [r for r in summary.to_dict("records") if r["acts"]]
     if engaged:
-        best = max(engaged, key=lambda r: r["ciou"])
+        best = max(engaged, key=lambda r: r[pct("ciou")])
         out.append(f"engaged candidate: {best['configuration']} (the configuration where MBA acts with the "
                    "highest val cIoU)")
     else:
