@@ -58,3 +58,22 @@ def test_case12_timings_are_merged_not_replaced(tmp_path):
     records = json.loads((out / "timings.json").read_text())
     assert [(r["notebook"], r["parameters"]) for r in records] == [("00_first.ipynb", {"N_SHOW": 2}),
                                                                     ("01_second.ipynb", {"N_SHOW": 3})]
+
+
+def test_a_partial_reproduce_leaves_results_md_alone(tmp_path, monkeypatch):
+    """An ``--only`` run with another figures folder rewrote the tracked RESULTS.md from that one notebook."""
+    from salma.cli import notebooks as runner
+
+    monkeypatch.setenv("SALMA_FIGURES_DIR", str(tmp_path / "figures"))
+    before = (REPO_ROOT / "RESULTS.md").read_bytes()
+    from salma.cli import main
+
+    try:
+        assert main(["reproduce", "--only", "03", "-p", "BATCH", "4", "--out", str(tmp_path / "executed"),
+                     "--quiet"]) == 0
+        assert (REPO_ROOT / "RESULTS.md").read_bytes() == before
+    finally:  # a failing run must not leave the tracked file rewritten
+        (REPO_ROOT / "RESULTS.md").write_bytes(before)
+    parsed = runner.argparse.Namespace(ci=False, only=None, parameter=None, notebooks=None)
+    assert runner.is_main_job(parsed) and not runner.is_main_job(runner.argparse.Namespace(
+        ci=False, only=["03"], parameter=None, notebooks=None))

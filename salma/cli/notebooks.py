@@ -361,10 +361,16 @@ def run(args: argparse.Namespace) -> int:
           f"{out_dir}, figures in {_figures_hint()}")
     for r in failed:
         print(f"FAILED {r['notebook']}: {r['error']}", file=sys.stderr)
-    if records and not failed and not args.ci:
+    if records and not failed and is_main_job(args):
         # the main job ends by regenerating RESULTS.md from the result JSON (CI-sized runs are not results)
         print(f"wrote {write_results(figures_dir(), repo_root() / 'RESULTS.md', foundation_dir('small') / 'manifest.json')}")
     return 1 if failed or not records else 0
+
+
+def is_main_job(args: argparse.Namespace) -> bool:
+    """Every notebook at its defaults, not the CI sizes: the one run whose results RESULTS.md records. A
+    ``--only`` or ``-p`` run leaves RESULTS.md as it is (its figures folder may hold one notebook's JSON)."""
+    return not (args.ci or args.only or args.parameter or args.notebooks)
 
 
 def _figures_hint() -> str:
