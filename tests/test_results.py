@@ -62,7 +62,7 @@ def cells_by_column(text: str) -> list[tuple[str, str, str]]:
 # ------------------------------------------------------------------------------------------- the sections
 def test_sections_are_the_notebooks_in_order(repo_root):
     assert next(iter(R.SECTIONS)) == "foundation"
-    assert NOTEBOOKS == sorted(NOTEBOOKS) and len(NOTEBOOKS) == 11
+    assert NOTEBOOKS == sorted(NOTEBOOKS) and len(NOTEBOOKS) == 12
     for name in NOTEBOOKS:
         source = (repo_root / "notebooks" / f"{name}.ipynb").read_text()
         assert f'\\"{name}\\")' in source, f"{name}.ipynb no longer saves {name}.json"
