@@ -50,18 +50,23 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, inf) replaced by None and numpy / torch values made plain
-    Python (``.tolist()``), recursively through dicts, lists and tuples; strict JSON readers (JavaScript,
-    jq, most non-Python parsers) reject the ``NaN`` / ``Infinity`` literals ``json.dumps`` writes by default."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+    """``obj`` as plain JSON data: every non-finite float (NaN, inf) replaced by None, numpy / torch values made
+    plain Python (``.tolist()``), tuples and sets as lists, keys as str, paths as str and anything else by its
+    ``str``, recursively. Strict JSON readers (JavaScript, jq, most non-Python parsers) reject the ``NaN`` /
+    ``Infinity`` literals ``json.dumps`` writes by default."""
     if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
         return [json_safe(v) for v in obj]
-    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalars and arrays, torch tensors
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays, torch tensors
         return json_safe(obj.tolist())
-    return obj
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
 
 
 def atomic_write_strict_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:

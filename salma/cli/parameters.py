@@ -27,19 +27,19 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def positive_int(v: Any) -> bool:
+def is_positive_int(v: Any) -> bool:
     return _int(v) and v >= 1
 
 
-def non_negative_int(v: Any) -> bool:
+def is_non_negative_int(v: Any) -> bool:
     return _int(v) and v >= 0
 
 
-def positive_number(v: Any) -> bool:
+def is_positive_number(v: Any) -> bool:
     return _number(v) and v > 0
 
 
-def non_negative_number(v: Any) -> bool:
+def is_non_negative_number(v: Any) -> bool:
     return _number(v) and v >= 0
 
 
@@ -60,13 +60,13 @@ def one_of(choices) -> Callable[[Any], bool]:
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "PRESET": (one_of(PRESET_NAMES), f"one of {', '.join(PRESET_NAMES)}"),
     "DEVICE": (lambda v: isinstance(v, str) and bool(DEVICE.match(v)), DEVICE_CHOICES),
-    "SEED": (non_negative_int, "an integer >= 0"),
-    "SEEDS": (list_of(non_negative_int, unique=True), "a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"),
-    "STEPS": (lambda v: v is None or positive_int(v), "null (the preset's length) or an integer >= 1"),
-    "N_EVAL": (positive_int, "an integer >= 1"),
-    "N_SHOW": (positive_int, "an integer >= 1"),
-    "N_CASES": (positive_int, "an integer >= 1"),
-    "EXAMPLE": (non_negative_int, "an integer >= 0 (an index)"),
+    "SEED": (is_non_negative_int, "an integer >= 0"),
+    "SEEDS": (list_of(is_non_negative_int, unique=True), "a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"),
+    "STEPS": (lambda v: v is None or is_positive_int(v), "null (the preset's length) or an integer >= 1"),
+    "N_EVAL": (is_positive_int, "an integer >= 1"),
+    "N_SHOW": (is_positive_int, "an integer >= 1"),
+    "N_CASES": (is_positive_int, "an integer >= 1"),
+    "EXAMPLE": (is_non_negative_int, "an integer >= 0 (an index)"),
     "EXTRA_VARIANTS": (list_of(one_of(VARIANTS), empty=True, unique=True),
                        f"a list of distinct variant names from {', '.join(VARIANTS)}"),
     "VARIANTS": (list_of(one_of(VARIANTS), unique=True),
@@ -74,20 +74,20 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "STUDY": (list_of(one_of(STUDY), unique=True),
               f"a non-empty list of distinct study configurations from {', '.join(STUDY)}"),
     "SIZE": (lambda v: _int(v) and v >= 16, "an integer >= 16 (pixels)"),
-    "RADIUS": (positive_number, "a number > 0 (pixels)"),
-    "SHIFTS": (list_of(non_negative_int), "a non-empty list of integers >= 0 (pixels)"),
-    "BLURS": (list_of(non_negative_number), "a non-empty list of numbers >= 0"),
-    "NOISES": (list_of(positive_number), "a non-empty list of numbers > 0"),
-    "TEMPERATURES": (list_of(positive_number), "a non-empty list of numbers > 0"),
-    "BATCH": (positive_int, "an integer >= 1"),
-    "REPS": (positive_int, "an integer >= 1"),
-    "MICRO_REPS": (positive_int, "an integer >= 1"),
-    "WARMUP": (non_negative_int, "an integer >= 0"),
-    "EXPRESSIONS": (positive_int, "an integer >= 1"),
-    "FRAMES": (positive_int, "an integer >= 1"),
-    "BENCH_FRAMES": (positive_int, "an integer >= 1"),
-    "BENCH_REPS": (positive_int, "an integer >= 1"),
-    "LONG_FRAMES": (positive_int, "an integer >= 1"),
+    "RADIUS": (is_positive_number, "a number > 0 (pixels)"),
+    "SHIFTS": (list_of(is_non_negative_int), "a non-empty list of integers >= 0 (pixels)"),
+    "BLURS": (list_of(is_non_negative_number), "a non-empty list of numbers >= 0"),
+    "NOISES": (list_of(is_positive_number), "a non-empty list of numbers > 0"),
+    "TEMPERATURES": (list_of(is_positive_number), "a non-empty list of numbers > 0"),
+    "BATCH": (is_positive_int, "an integer >= 1"),
+    "REPS": (is_positive_int, "an integer >= 1"),
+    "MICRO_REPS": (is_positive_int, "an integer >= 1"),
+    "WARMUP": (is_non_negative_int, "an integer >= 0"),
+    "EXPRESSIONS": (is_positive_int, "an integer >= 1"),
+    "FRAMES": (is_positive_int, "an integer >= 1"),
+    "BENCH_FRAMES": (is_positive_int, "an integer >= 1"),
+    "BENCH_REPS": (is_positive_int, "an integer >= 1"),
+    "LONG_FRAMES": (is_positive_int, "an integer >= 1"),
 }
 
 

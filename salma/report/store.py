@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import platform
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ import pandas as pd
 import torch
 
 from salma.bench.timing import cpu_name
-from salma.io import atomic_write_json, atomic_write_text
+from salma.io import atomic_write_json, atomic_write_text, json_safe
 from salma.paths import figures_dir
 from salma.train.identity import git_commit, git_dirty
 
@@ -46,23 +45,6 @@ def save_figure(fig, name: str, formats: Sequence[str] = ("png",)) -> Path:
     return paths[0]
 
 
-def _jsonable(obj: Any) -> Any:
-    # numpy / torch scalars and arrays, paths and tuples appear in results; JSON has no NaN, so use null.
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return str(obj)
-
-
 def provenance(name: str, preset: str | None = None) -> dict[str, Any]:
     """Where a result came from: date (UTC, ISO 8601), git commit and whether tracked files differed from it,
     the machine and device, the preset, and the command (``$SALMA_COMMAND``, which the notebook runner sets;
@@ -84,7 +66,7 @@ def save_json(obj: Any, name: str) -> Path:
     """Write ``obj`` (dicts/lists of numbers, strings, numpy or torch values) to ``figures/<name>.json``
     atomically; the notebook tests and ``python -m salma results`` read these files. Non-finite floats become
     null. A dict gets a ``provenance`` key (see :func:`provenance`; its ``preset`` from ``obj["preset"]``)."""
-    data = _jsonable(obj)
+    data = json_safe(obj)  # numpy / torch values, paths and tuples appear in results; NaN becomes null
     if isinstance(data, dict):
         data["provenance"] = provenance(name, data.get("preset"))
     return atomic_write_json(figures_dir() / f"{_check_name(name)}.json", data, indent=2, sort_keys=True)
